@@ -1,0 +1,25 @@
+"""X-Dyna Studio engine: animate a photo with the motion of a driving video.
+
+Public API (imported lazily so `import xdyna_core` stays fast):
+    XDynaPipeline, extract_motion, Motion, load_preset
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "XDynaPipeline": ("xdyna_core.pipeline", "XDynaPipeline"),
+    "extract_motion": ("xdyna_core.preprocess.motion", "extract_motion"),
+    "Motion": ("xdyna_core.preprocess.motion", "Motion"),
+    "load_preset": ("xdyna_core.presets", "load_preset"),
+}
+
+__all__ = list(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'xdyna_core' has no attribute {name!r}")
