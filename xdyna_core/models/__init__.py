@@ -1,0 +1,14 @@
+"""X-Dyna networks: video UNet, ControlNets, IP-Adapter-Plus image projection, loaders."""
+
+from .controlnet import FACE_CONDITIONING_CHANNELS, POSE_CONDITIONING_CHANNELS, make_controlnet
+from .image_proj import XDynaImageProjection
+from .unet import XDynaUNet, XDynaUNetOutput
+
+__all__ = [
+    "FACE_CONDITIONING_CHANNELS",
+    "POSE_CONDITIONING_CHANNELS",
+    "XDynaImageProjection",
+    "XDynaUNet",
+    "XDynaUNetOutput",
+    "make_controlnet",
+]
