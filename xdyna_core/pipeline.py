@@ -1,0 +1,669 @@
+"""XDynaPipeline: animate one reference photo with pose (and optional S-Face)
+images, as a diffusers `DiffusionPipeline`.
+
+By default every numeric step follows the official X-Dyna inference
+(`/shared/reference/official_semantics.md`, cited below as §n): text and
+IP-Adapter-Plus tokens (§21-23), reference latent = seeded VAE posterior sample
+(§24), reference-mixed latent initialisation (§26), DDIM with the official
+linear betas (§25), frame 0 = clean reference latent that is never updated
+(§27), ControlNets on the noisy frames with text-only embeddings (§17-19),
+CFG whenever guidance_scale >= 1 (§30), decode (§31).
+
+Deliberate differences, all documented:
+- Every random draw comes from `generator` (the official initial noise and
+  window offsets are unseeded, §41): same seed + inputs = same video.
+- `window_schedule="blend"` (default) uses non-looping windows with smooth
+  weights; `"official"` reproduces the closed-loop schedule of §28/§29.
+- A constant control stream (e.g. no face found in any frame) would give 0/0 =
+  NaN in the official min-max normalisation (§42); we map it to all zeros (the
+  value a black pixel gets in any normal clip) instead.
+- Guidance-free runs (guidance_scale < 1) work (the official code crashes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers.utils import BaseOutput, logging
+from diffusers.utils.torch_utils import randn_tensor
+
+from xdyna_core.errors import Cancelled, InputError
+from xdyna_core.windows import blend_windows, official_windows, window_weights
+
+logger = logging.get_logger(__name__)
+
+WINDOW_SCHEDULES = ("blend", "official")
+OUTPUT_TYPES = ("np", "pt", "pil", "uint8", "latent")
+
+# DDIM settings of the official configs/x_dyna.yaml (§25).
+OFFICIAL_SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="linear",
+    steps_offset=1,
+    clip_sample=False,
+    set_alpha_to_one=True,
+    prediction_type="epsilon",
+    timestep_spacing="leading",
+)
+
+
+def official_scheduler() -> DDIMScheduler:
+    """The DDIM scheduler exactly as the official inference builds it (§25)."""
+    return DDIMScheduler(**OFFICIAL_SCHEDULER_CONFIG)
+
+
+@dataclass
+class XDynaPipelineOutput(BaseOutput):
+    """`frames`: the generated video, one entry per driving frame: float32
+    [T, H, W, 3] in [0, 1] ("np"), float32 tensor [T, 3, H, W] ("pt"),
+    list of PIL images ("pil"), uint8 [T, H, W, 3] ("uint8"), or the final
+    latents [1, 4, T, h, w] ("latent")."""
+
+    frames: Any
+
+
+@dataclass
+class ProgressInfo:
+    """What the `progress` callable receives. `stage` is "denoise" (one call per
+    window of every step) or "decode" (one call per decoded chunk, `step` =
+    chunk index, `total_steps` = number of chunks)."""
+
+    stage: str
+    step: int
+    total_steps: int
+    window: int
+    num_windows: int
+
+    @property
+    def fraction(self) -> float:
+        if self.stage == "decode":
+            return 1.0 if self.total_steps == 0 else self.step / self.total_steps
+        return (self.step * self.num_windows + self.window) / max(1, self.total_steps * self.num_windows)
+
+
+# ---------------------------------------------------------------------------
+# plain functions (official numerics)
+# ---------------------------------------------------------------------------
+
+
+def gaussian_blur(x: torch.Tensor, kernel_size: int = 9, sigma: float = 18.0) -> torch.Tensor:
+    """Per-channel Gaussian blur of [N, C, H, W] with reflect padding, the same
+    arithmetic as torchvision's `GaussianBlur` used by the official
+    `downgrade_input` (§26). Latents smaller than the kernel cannot be
+    reflect-padded; they use replicate padding (the official code would fail)."""
+    half = (kernel_size - 1) * 0.5
+    grid = torch.linspace(-half, half, steps=kernel_size)
+    pdf = torch.exp(-0.5 * (grid / sigma).pow(2))
+    k1 = (pdf / pdf.sum()).to(device=x.device, dtype=x.dtype)
+    kernel = torch.mm(k1[:, None], k1[None, :]).expand(x.shape[1], 1, kernel_size, kernel_size)
+    pad = kernel_size // 2
+    mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
+    return F.conv2d(F.pad(x, [pad, pad, pad, pad], mode=mode), kernel, groups=x.shape[1])
+
+
+def _rand(shape, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+    """torch.rand drawn on the generator's device (so a CPU generator gives the
+    same numbers whatever device the pipeline runs on), then moved."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_device).to(device)
+
+
+def reference_mixed_latents(
+    ref_latent: torch.Tensor,
+    num_frames: int,
+    generator: Optional[torch.Generator],
+    kernel_size: int = 9,
+    sigma: float = 18.0,
+) -> torch.Tensor:
+    """Official latent initialisation before noising (§26, `downgrade_input`):
+    repeat the reference latent [B, C, h, w] over 1 + num_frames frames, draw a
+    per-element mask `rand >= 0.5` (one draw over the whole [B, C, 1+T, h, w]
+    tensor, same order as the official), and mix latent·mask + blur(latent)·(1−mask);
+    frame 0 keeps the clean reference. Returns [B, C, 1+T, h, w]."""
+    b, c, h, w = ref_latent.shape
+    frames = 1 + num_frames
+    repeated = ref_latent[:, :, None].expand(b, c, frames, h, w).contiguous()
+    mask = (_rand(repeated.shape, generator, ref_latent.device) >= 0.5).to(ref_latent.dtype)
+    folded = repeated.permute(0, 2, 1, 3, 4).reshape(b * frames, c, h, w)
+    blurred = gaussian_blur(folded, kernel_size, sigma).reshape(b, frames, c, h, w).permute(0, 2, 1, 3, 4)
+    mixed = repeated * mask + blurred * (1 - mask)
+    mixed[:, :, 0] = ref_latent
+    return mixed
+
+
+def control_range(frames_u8: np.ndarray) -> tuple:
+    """Global (min, max) of a control stream after the official preprocessing
+    x/255·2−1 (§18), computed from the uint8 extremes with the same float32
+    operations the element-wise path uses, so per-window normalisation with
+    these numbers equals normalising the whole clip at once."""
+    lo = torch.tensor(float(frames_u8.min()), dtype=torch.float32) / 255.0 * 2 - 1
+    hi = torch.tensor(float(frames_u8.max()), dtype=torch.float32) / 255.0 * 2 - 1
+    return lo, hi
+
+
+def normalize_control(frames_u8: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, H, W, C] -> float32 [n, C, H, W]: x/255·2−1, then min-max over
+    the whole clip with its (lo, hi) (§18). A constant stream (hi == lo, e.g. no
+    face found anywhere) gives zeros instead of the official NaN (§42)."""
+    x = frames_u8.permute(0, 3, 1, 2).to(torch.float32) / 255.0 * 2 - 1
+    lo, hi = lo.to(x.device), hi.to(x.device)
+    if bool(hi == lo):
+        return torch.zeros_like(x)
+    return (x - lo) / (hi - lo)
+
+
+def prepare_reference_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Official `imread_resize_crop` (§34): centre-crop to the width:height
+    aspect (int arithmetic as the official), then cv2 bilinear resize to W×H."""
+    import cv2
+
+    target = width / height
+    h, w = image.shape[:2]
+    if w / h > target:
+        new_w = int(target * h)
+        off = (w - new_w) // 2
+        image = image[:, off : off + new_w]
+    else:
+        new_h = int(w / target)
+        off = (h - new_h) // 2
+        image = image[off : off + new_h, :]
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(np.ascontiguousarray(image), (width, height))
+    return np.ascontiguousarray(image)
+
+
+def _as_rgb_uint8(image, what: str) -> np.ndarray:
+    if isinstance(image, PIL.Image.Image):
+        return np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{what} must be a PIL image or a uint8 array [H, W, 3], got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"{what} must be uint8 (0..255), got dtype {image.dtype}; convert it with np.uint8 or load it with xdyna_core.io.load_image")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise InputError(f"{what} must have shape [H, W, 3], got {tuple(image.shape)}")
+    return np.ascontiguousarray(image[..., :3])
+
+
+def _as_frames(frames, channels: int, what: str) -> np.ndarray:
+    """List of PIL / arrays or one array [T, H, W, C] -> uint8 [T, H, W, C]."""
+    if frames is None:
+        raise InputError(f"{what} is missing")
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    if isinstance(frames, (list, tuple)):
+        if len(frames) == 0:
+            raise InputError(f"{what} is empty: give at least one frame")
+        arrs = []
+        for i, f in enumerate(frames):
+            if isinstance(f, PIL.Image.Image):
+                f = np.asarray(f.convert("RGB")) if channels == 3 else np.asarray(f)
+            arrs.append(np.asarray(f))
+        shapes = {a.shape for a in arrs}
+        if len(shapes) != 1:
+            raise InputError(f"all frames of {what} must have the same size, got {sorted(shapes)}")
+        frames = np.stack(arrs)
+    if not isinstance(frames, np.ndarray):
+        raise InputError(f"{what} must be a uint8 array [T, H, W, {channels}] or a list of images, got {type(frames).__name__}")
+    if frames.ndim != 4 or frames.shape[-1] != channels:
+        raise InputError(f"{what} must have shape [T, H, W, {channels}], got {tuple(frames.shape)}")
+    if frames.shape[0] == 0:
+        raise InputError(f"{what} is empty: give at least one frame")
+    if frames.dtype != np.uint8:
+        raise InputError(f"{what} must be uint8 (0..255), got dtype {frames.dtype}")
+    return frames
+
+
+# ---------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------
+
+
+class XDynaPipeline(DiffusionPipeline):
+    r"""X-Dyna: zero-shot human image animation (Chang et al., 2025).
+
+    Components: `vae` (AutoencoderKL), `text_encoder` (CLIPTextModel),
+    `tokenizer` (CLIPTokenizer), `unet` (XDynaUNet: SD1.5 inflated to video with
+    the Dynamics-Adapter, IP-Adapter-Plus cross-attention and AnimateDiff motion
+    modules; frame 0 of its input is the clean reference latent), `controlnet`
+    (pose ControlNet, 3 channels), `controlnet_face` (S-Face ControlNet, 6
+    channels, optional), `image_encoder` (CLIPVisionModelWithProjection),
+    `feature_extractor` (CLIPImageProcessor), `image_proj` (IP-Adapter-Plus
+    resampler), `scheduler` (DDIM, official settings by default).
+    """
+
+    model_cpu_offload_seq = "text_encoder->image_encoder->image_proj->controlnet->controlnet_face->unet->vae"
+    _optional_components = ["controlnet_face"]
+    _callback_tensor_inputs = ["latents", "noise_pred"]
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder,
+        tokenizer,
+        unet,
+        controlnet,
+        scheduler,
+        image_encoder,
+        feature_extractor,
+        image_proj,
+        controlnet_face=None,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            controlnet=controlnet,
+            controlnet_face=controlnet_face,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+            image_proj=image_proj,
+            scheduler=scheduler,
+        )
+        self._interrupt = False
+
+    # -- sizes -------------------------------------------------------------
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this: the VAE factor times the
+        UNet's total downsampling (8 × 8 = 64 for SD1.5), so every skip
+        connection lines up."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def max_window_size(self) -> Optional[int]:
+        """Longest window the motion modules' positional encoding allows (24
+        officially), if the UNet config says."""
+        cfg = self.unet.config
+        for key in ("motion_module_max_len", "temporal_position_encoding_max_len", "motion_max_seq_length"):
+            if key in cfg:
+                return int(cfg[key])
+        kwargs = cfg.get("motion_module_kwargs") if hasattr(cfg, "get") else None
+        if isinstance(kwargs, dict) and "temporal_position_encoding_max_len" in kwargs:
+            return int(kwargs["temporal_position_encoding_max_len"])
+        return None
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    # -- loading -----------------------------------------------------------
+
+    @classmethod
+    def from_official(cls, torch_dtype: Optional[torch.dtype] = None, **kwargs) -> "XDynaPipeline":
+        """Download (or find in the local cache / folders) the official X-Dyna
+        files with huggingface_hub and load them strictly. Keyword arguments go
+        to `xdyna_core.models.loading.download_official` (repo ids, file names,
+        local folders, `with_face`); `torch_dtype` to the loader."""
+        from xdyna_core.models import loading
+
+        paths = loading.download_official(**kwargs)
+        components = loading.load_official_components(**paths, torch_dtype=torch_dtype)
+        components.setdefault("scheduler", official_scheduler())
+        return cls(**components)
+
+    # -- encoders (run once per call) -------------------------------------
+
+    def _encode_text(self, prompt: str, device) -> torch.Tensor:
+        ids = self.tokenizer(
+            prompt,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return self.text_encoder(ids.to(device))[0].float()
+
+    def _encode_ip_tokens(self, image: np.ndarray, device) -> tuple:
+        """IP-Adapter-Plus tokens: cond from the uncropped reference (§22),
+        uncond from an all-zero *normalised* pixel tensor, i.e. the CLIP mean
+        colour image (§23). Returns (uncond, cond), each [1, 16, D]."""
+        dtype = self.image_encoder.dtype
+        pixels = self.feature_extractor(images=PIL.Image.fromarray(image), return_tensors="pt").pixel_values
+        pixels = pixels.to(device=device, dtype=dtype)
+        tokens = []
+        for px in (torch.zeros_like(pixels), pixels):
+            hidden = self.image_encoder(px, output_hidden_states=True).hidden_states[-2]
+            tokens.append(self.image_proj(hidden.to(self.image_proj.dtype)).float())
+        return tokens[0], tokens[1]
+
+    def _encode_reference(self, image_hw: np.ndarray, generator, device) -> torch.Tensor:
+        """Reference latent: /127.5 − 1, VAE posterior *sample* with the seeded
+        generator, × scaling factor (§24). Returns [1, 4, h, w] float32."""
+        x = torch.from_numpy(image_hw).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32)
+        x = (x / 127.5 - 1.0).to(self.vae.dtype)
+        sample = self.vae.encode(x).latent_dist.sample(generator=generator)
+        return sample.float() * self.vae.config.scaling_factor
+
+    # -- one ControlNet over a window ---------------------------------------
+
+    def _control_residuals(self, controlnet, latents_n, t, text, cond, scale, batch_halves):
+        """Run a ControlNet on the window's n noisy frames [n, 4, h, w] (§17).
+        `text`: [R, 77, D] (R = 1 when both CFG halves are identical, then the
+        residuals are computed once and repeated; R = 2 = [uncond, cond]
+        otherwise). Returns residuals as 5-D [batch_halves, C, 1+n, h', w'] with
+        frame 0 zero-padded (§15)."""
+        r, n = text.shape[0], latents_n.shape[0]
+        dtype = controlnet.dtype
+        down, mid = controlnet(
+            latents_n.repeat(r, 1, 1, 1).to(dtype),
+            t,
+            encoder_hidden_states=text.repeat_interleave(n, dim=0).to(dtype),
+            controlnet_cond=cond.repeat(r, 1, 1, 1).to(dtype),
+            conditioning_scale=scale,
+            return_dict=False,
+        )
+
+        def to5d(res):
+            res = res.reshape(r, n, *res.shape[1:]).permute(0, 2, 1, 3, 4)
+            res = torch.cat([torch.zeros_like(res[:, :, :1]), res], dim=2)
+            return res.repeat(batch_halves // r, 1, 1, 1, 1) if batch_halves != r else res
+
+        return [to5d(d) for d in down], to5d(mid)
+
+    # -- main entry ----------------------------------------------------------
+
+    def check_inputs(self, height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
+                     window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs):
+        m = self.size_multiple
+        if height % m or width % m or height <= 0 or width <= 0:
+            raise InputError(
+                f"height and width must be positive multiples of {m} for this model, got {height}x{width}; "
+                f"try {max(m, round(height / m) * m)}x{max(m, round(width / m) * m)}"
+            )
+        if num_inference_steps < 1:
+            raise InputError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
+        if guidance_scale < 0:
+            raise InputError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if window_schedule not in WINDOW_SCHEDULES:
+            raise InputError(f"window_schedule must be one of {WINDOW_SCHEDULES}, got {window_schedule!r}")
+        if window_size < 1 or not 0 <= window_overlap < window_size:
+            raise InputError(f"need window_size >= 1 and 0 <= window_overlap < window_size, got {window_size} and {window_overlap}")
+        limit = self.max_window_size
+        if limit is not None and min(window_size, num_frames) > limit:
+            raise InputError(f"window_size {window_size} exceeds the motion modules' maximum of {limit} frames")
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if decode_chunk_size < 1:
+            raise InputError(f"decode_chunk_size must be at least 1, got {decode_chunk_size}")
+        bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise InputError(f"callback_on_step_end_tensor_inputs {bad} not in {self._callback_tensor_inputs}")
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image,
+        pose_images,
+        face_images=None,
+        prompt: str = "",
+        negative_prompt: str = "",
+        height: Optional[int] = 896,
+        width: Optional[int] = 512,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        adapter_scale: float = 1.0,
+        pose_conditioning_scale: float = 1.0,
+        face_conditioning_scale: float = 1.0,
+        window_size: int = 16,
+        window_overlap: int = 4,
+        window_schedule: str = "blend",
+        window_weighting: str = "linear",
+        window_offsets: Optional[Sequence[int]] = None,
+        eta: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+        latents: Optional[torch.Tensor] = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        callback_on_step_end: Optional[Callable] = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        progress: Optional[Callable[[ProgressInfo], Any]] = None,
+        decode_chunk_size: int = 8,
+    ):
+        r"""Generate a video of the person in `image` following `pose_images`.
+
+        Args:
+            image: reference photo, PIL image or uint8 [H, W, 3] of any size; it is
+                centre-cropped to the output aspect and resized for the VAE (§34),
+                and used uncropped for the CLIP image encoder (§22).
+            pose_images: uint8 [T, height, width, 3] or list of T images: DWPose-style
+                skeletons on black, already at the output size.
+            face_images: optional uint8 [T, height, width, 6] S-Face patches
+                (channels 0-2 local eyes+mouth patch, 3-5 global face patch). Ignored
+                with a warning if the pipeline has no `controlnet_face`.
+            prompt / negative_prompt: text; the official default is "" for both.
+            height, width: output size (multiples of `size_multiple`, 64 for SD1.5).
+                None = the size of the pose frames.
+            num_inference_steps, guidance_scale, eta: DDIM settings (official 25, 7.5, 0).
+                CFG is on whenever guidance_scale >= 1 (§30).
+            adapter_scale: multiplies the Dynamics-Adapter residual (1.0 = paper).
+            pose_conditioning_scale, face_conditioning_scale: ControlNet scales
+                (0 skips that ControlNet entirely).
+            window_size, window_overlap: temporal windows (16 / 4 officially).
+            window_schedule: "blend" (non-looping windows, smooth `window_weighting`
+                weights: "linear", "pyramid" or "uniform") or "official" (closed-loop
+                windows with a random offset per step, equal-weight average, §28-29).
+            window_offsets: "official" schedule only: the offset for every step
+                (default: drawn from `generator`, uniform in 0..window_size-1).
+            generator: torch.Generator; every random draw uses it (same seed = same video).
+            latents: optional Gaussian noise [1, 4, T, h, w] used to noise the
+                initial latents (§26) instead of drawing it from `generator`.
+            output_type: "np" (float32 [T, H, W, 3] in [0, 1]), "pt" (float32
+                [T, 3, H, W]), "pil", "uint8" ([T, H, W, 3], ×255 truncated like the
+                official writer) or "latent".
+            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict`
+                after every step (diffusers convention); set `pipe._interrupt = True`
+                or raise `Cancelled` to stop.
+            progress: `fn(ProgressInfo)` after every window and decoded chunk;
+                returning False (or raising `Cancelled`) stops.
+            decode_chunk_size: frames per VAE decode call.
+
+        Returns `XDynaPipelineOutput(frames=...)` (or a tuple `(frames,)`).
+        Raises `InputError` for bad inputs and `Cancelled` when interrupted (no
+        partial result is returned).
+        """
+        self._interrupt = False
+        ref_rgb = _as_rgb_uint8(image, "image")
+        pose = _as_frames(pose_images, 3, "pose_images")
+        num_frames = pose.shape[0]
+        if height is None:
+            height = pose.shape[1]
+        if width is None:
+            width = pose.shape[2]
+        self.check_inputs(height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
+                          window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs)
+        if pose.shape[1:3] != (height, width):
+            raise InputError(
+                f"pose_images are {pose.shape[2]}x{pose.shape[1]} (WxH) but the output is {width}x{height}; "
+                "render or resize the pose frames to the output size (xdyna animate does this for you)"
+            )
+        face = None
+        if face_images is not None:
+            if self.controlnet_face is None:
+                logger.warning("face_images given but this pipeline has no S-Face ControlNet (pose-only model); ignoring them")
+            else:
+                face = _as_frames(face_images, 6, "face_images")
+                if face.shape[0] != num_frames:
+                    raise InputError(f"face_images has {face.shape[0]} frames but pose_images has {num_frames}; they must match frame for frame")
+                if face.shape[1:3] != (height, width):
+                    raise InputError(f"face_images are {face.shape[2]}x{face.shape[1]} (WxH) but the output is {width}x{height}")
+        if face_conditioning_scale == 0:
+            face = None
+        if window_offsets is not None and window_schedule == "official" and len(window_offsets) < num_inference_steps:
+            raise InputError(f"window_offsets needs one offset per step ({num_inference_steps}), got {len(window_offsets)}")
+
+        device = self._execution_device
+        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
+        if latents is not None and tuple(latents.shape) != (1, 4, num_frames, h, w):
+            raise InputError(f"latents (noise) must have shape {(1, 4, num_frames, h, w)}, got {tuple(latents.shape)}")
+        do_cfg = guidance_scale >= 1.0
+        halves = 2 if do_cfg else 1
+        if hasattr(self.unet, "set_adapter_scale"):
+            self.unet.set_adapter_scale(adapter_scale)
+
+        # 1. everything that does not change during sampling, computed once
+        text_c = self._encode_text(prompt, device)
+        text_u = text_c if negative_prompt == prompt else self._encode_text(negative_prompt, device)
+        ip_u, ip_c = self._encode_ip_tokens(ref_rgb, device)
+        if do_cfg:
+            unet_context = torch.cat([torch.cat([text_u, ip_u], 1), torch.cat([text_c, ip_c], 1)])
+            # ControlNets see text only (§17): identical halves -> compute once.
+            control_text = text_c if negative_prompt == prompt else torch.cat([text_u, text_c])
+        else:
+            unet_context = torch.cat([text_c, ip_c], 1)
+            control_text = text_c
+        ref_latent = self._encode_reference(prepare_reference_image(ref_rgb, height, width), generator, device)
+
+        pose_range = control_range(pose)
+        face_ranges = (control_range(face[..., :3]), control_range(face[..., 3:])) if face is not None else None
+        use_pose = pose_conditioning_scale != 0
+
+        # 2. timesteps and initial latents (§25-26)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        mixed = reference_mixed_latents(ref_latent, num_frames, generator)
+        if latents is None:
+            noise = randn_tensor((1, 4, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
+        else:
+            noise = latents.to(device=device, dtype=torch.float32)
+        lat = torch.empty_like(mixed)
+        lat[:, :, 1:] = self.scheduler.add_noise(mixed[:, :, 1:], noise, timesteps[:1])
+        lat[:, :, 0] = ref_latent  # frame 0 = clean reference, never updated (§27)
+
+        if window_schedule == "official" and window_offsets is None:
+            gen_device = generator.device if generator is not None else "cpu"
+            window_offsets = torch.randint(0, window_size, (num_inference_steps,), generator=generator, device=gen_device).tolist()
+        if window_schedule == "blend":
+            fixed_windows = blend_windows(num_frames, window_size, window_overlap)
+            fixed_weights = window_weights(fixed_windows, num_frames, window_overlap, window_weighting)
+
+        # 3. denoising loop
+        self._num_timesteps = len(timesteps)
+        noise_pred = None
+        for i, t in enumerate(timesteps):
+            if window_schedule == "official":
+                windows = official_windows(num_frames, window_size, window_overlap, int(window_offsets[i]))
+                weights = [[1.0] * len(win) for win in windows]  # equal-weight sum / count (§29)
+            else:
+                windows, weights = fixed_windows, fixed_weights
+            acc = torch.zeros((halves, 4, num_frames, h, w), device=device, dtype=torch.float32)
+            den = torch.zeros((num_frames,), device=device, dtype=torch.float32)
+            for wi, (frames, wts) in enumerate(zip(windows, weights)):
+                if self._interrupt:
+                    raise Cancelled(f"generation cancelled at step {i + 1}/{len(timesteps)}")
+                idx = torch.tensor(frames, device=device)
+                eps = self._window_prediction(
+                    lat, idx, frames, t, halves, unet_context, control_text, pose, pose_range, face, face_ranges,
+                    pose_conditioning_scale if use_pose else 0.0, face_conditioning_scale, device,
+                )
+                wt = torch.tensor(wts, device=device, dtype=torch.float32)
+                acc.index_add_(2, idx, eps if window_schedule == "official" else eps * wt[None, None, :, None, None])
+                den.index_add_(0, idx, wt)
+                if progress is not None:
+                    if progress(ProgressInfo("denoise", i, len(timesteps), wi + 1, len(windows))) is False:
+                        self._interrupt = True
+                if self._interrupt:
+                    raise Cancelled(f"generation cancelled at step {i + 1}/{len(timesteps)}")
+            noise_pred = acc / den[None, None, :, None, None]
+            if do_cfg:
+                uncond, cond = noise_pred.chunk(2)
+                noise_pred = uncond + guidance_scale * (cond - uncond)
+            lat[:, :, 1:] = self.scheduler.step(noise_pred, t, lat[:, :, 1:], eta=eta, generator=generator).prev_sample
+
+            if callback_on_step_end is not None:
+                local = {"latents": lat, "noise_pred": noise_pred}
+                out = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                if isinstance(out, dict) and out.get("latents") is not None:
+                    lat = out["latents"]
+            if self._interrupt:
+                raise Cancelled(f"generation cancelled after step {i + 1}/{len(timesteps)}")
+
+        # 4. decode in chunks, frames leave the accelerator as they are decoded
+        result = lat[:, :, 1:]
+        if output_type == "latent":
+            frames_out = result.cpu()
+        else:
+            frames_out = self._decode(result, decode_chunk_size, progress)
+            frames_out = self._format(frames_out, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames_out,)
+        return XDynaPipelineOutput(frames=frames_out)
+
+    def _window_prediction(self, lat, idx, frames, t, halves, unet_context, control_text, pose, pose_range, face,
+                           face_ranges, pose_scale, face_scale, device):
+        """UNet ε̂ for one window: input [ref, window] doubled for CFG, ControlNet
+        residuals on the window's noisy frames (§29). Returns [halves, 4, n, h, w]."""
+        window_lat = lat[:, :, 1:].index_select(2, idx)  # [1, 4, n, h, w]
+        model_in = torch.cat([lat[:, :, :1], window_lat], dim=2).repeat(halves, 1, 1, 1, 1)
+        model_in = self.scheduler.scale_model_input(model_in, t)
+        control_in = model_in[0, :, 1:].permute(1, 0, 2, 3)  # [n, 4, h, w]; identical in both CFG halves
+        down = mid = None
+        sel = np.asarray(frames)
+        if pose_scale != 0:
+            cond = normalize_control(torch.from_numpy(pose[sel]).to(device), *pose_range)
+            down, mid = self._control_residuals(self.controlnet, control_in, t, control_text, cond, pose_scale, halves)
+        if face is not None and face_scale != 0:
+            f = torch.from_numpy(face[sel]).to(device)
+            cond = torch.cat([normalize_control(f[..., :3], *face_ranges[0]), normalize_control(f[..., 3:], *face_ranges[1])], dim=1)
+            fdown, fmid = self._control_residuals(self.controlnet_face, control_in, t, control_text, cond, face_scale, halves)
+            if down is None:
+                down, mid = fdown, fmid
+            else:
+                down = [a + b for a, b in zip(down, fdown)]
+                mid = mid + fmid
+        dtype = self.unet.dtype
+        kwargs = {}
+        if down is not None:
+            kwargs = dict(
+                down_block_additional_residuals=tuple(d.to(dtype) for d in down),
+                mid_block_additional_residual=mid.to(dtype),
+            )
+        pred = self.unet(model_in.to(dtype), t, encoder_hidden_states=unet_context.to(dtype), return_dict=True, **kwargs).sample
+        return pred[:, :, 1:].float()  # frame 0's prediction is discarded (§16)
+
+    def _decode(self, latents, chunk, progress) -> torch.Tensor:
+        """Latents [1, 4, T, h, w] -> float32 CPU [T, 3, H, W] in [0, 1] (§31)."""
+        frames = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
+        out = []
+        n_chunks = math.ceil(frames.shape[0] / chunk)
+        for ci, s in enumerate(range(0, frames.shape[0], chunk)):
+            if self._interrupt:
+                raise Cancelled("generation cancelled while decoding")
+            img = self.vae.decode(frames[s : s + chunk].to(self.vae.dtype)).sample
+            out.append((img.float() / 2 + 0.5).clamp(0, 1).cpu())
+            if progress is not None and progress(ProgressInfo("decode", ci + 1, n_chunks, 0, 0)) is False:
+                self._interrupt = True
+                raise Cancelled("generation cancelled while decoding")
+        return torch.cat(out)
+
+    @staticmethod
+    def _format(frames: torch.Tensor, output_type: str):
+        if output_type == "pt":
+            return frames
+        arr = frames.permute(0, 2, 3, 1).numpy()
+        if output_type == "np":
+            return arr
+        u8 = (arr * 255).astype(np.uint8)  # truncation, as the official writer
+        if output_type == "uint8":
+            return u8
+        return [PIL.Image.fromarray(f) for f in u8]

@@ -1,0 +1,204 @@
+"""A complete, randomly initialised, tiny X-Dyna: the same classes as the full
+model with small configs, built offline in a second, fast on CPU.
+
+Used by the tests (every pipeline path runs end to end on it), by training
+(`xdyna_core.train` builds larger variants through the size arguments) and as
+the starting point of the shipped `assets/tiny-xdyna` model.
+
+    components = make_tiny_components(seed=0)
+    pipe = XDynaPipeline(**components)
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+
+# Sizes the tests use: 64x64 frames -> 8x8 latents.
+TINY_RESOLUTION = 64
+
+
+def _bytes_to_unicode() -> list:
+    """The GPT-2/CLIP byte-level alphabet: 256 printable characters, one per byte."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def make_tiny_tokenizer(model_max_length: int = 77):
+    """An offline CLIP tokenizer with a byte-level vocabulary and no merges
+    (514 tokens: 256 bytes, 256 word-final bytes, start and end tokens). It
+    tokenises any text, pads with the end token to 77 like SD1.5's tokenizer,
+    and needs no download."""
+    try:  # prefer the models package's helper when it provides one
+        from xdyna_core.models.loading import make_tiny_tokenizer as _from_models  # type: ignore
+
+        return _from_models(model_max_length=model_max_length)
+    except (ImportError, AttributeError, TypeError):
+        pass
+    from transformers import CLIPTokenizer
+
+    chars = _bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def make_tiny_components(
+    seed: int = 0,
+    sample_size: int = TINY_RESOLUTION,
+    block_out_channels: Sequence[int] = (32, 64),
+    layers_per_block: int = 1,
+    cross_attention_dim: int = 32,
+    attention_heads: int = 2,
+    norm_num_groups: int = 8,
+    vae_channels: Sequence[int] = (8, 16, 16, 16),
+    text_hidden_size: int = 32,
+    text_layers: int = 2,
+    vision_hidden_size: int = 32,
+    vision_layers: int = 2,
+    clip_image_size: int = 32,
+    clip_patch_size: int = 8,
+    image_proj_depth: int = 1,
+    num_ip_tokens: int = 16,
+    motion_max_len: int = 24,
+    with_face: bool = True,
+) -> Dict[str, object]:
+    """Build every component of `XDynaPipeline` with random weights.
+
+    `sample_size` is the frame size in pixels (the VAE has 4 blocks, so latents
+    are sample_size/8; ControlNet conditioning embeddings downsample by 8 too).
+    The UNet and ControlNets share `block_out_channels` (first block with
+    cross-attention, the rest plain, like SD1.5's last block), so ControlNet
+    residuals line up with the UNet's skips. `with_face=False` gives a pose-only
+    model (`controlnet_face=None`). Deterministic for a given `seed`.
+    """
+    from diffusers import AutoencoderKL, ControlNetModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from xdyna_core.models.image_proj import XDynaImageProjection
+    from xdyna_core.models.unet import XDynaUNet
+    from xdyna_core.pipeline import official_scheduler
+
+    n = len(block_out_channels)
+    down = ("CrossAttnDownBlock3D",) + ("DownBlock3D",) * (n - 1) if n > 1 else ("CrossAttnDownBlock3D",)
+    up = ("UpBlock3D",) * (n - 1) + ("CrossAttnUpBlock3D",) if n > 1 else ("CrossAttnUpBlock3D",)
+    latent = sample_size // 8
+
+    torch.manual_seed(seed)
+    unet = XDynaUNet(
+        sample_size=latent,
+        block_out_channels=tuple(block_out_channels),
+        down_block_types=down,
+        up_block_types=up,
+        layers_per_block=layers_per_block,
+        norm_num_groups=norm_num_groups,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=attention_heads,
+        num_ip_tokens=num_ip_tokens,
+        motion_module_num_attention_heads=attention_heads,
+        motion_module_norm_num_groups=norm_num_groups,
+        motion_module_max_len=motion_max_len,
+    )
+
+    def controlnet(channels: int):
+        return ControlNetModel(
+            in_channels=4,
+            conditioning_channels=channels,
+            block_out_channels=tuple(block_out_channels),
+            down_block_types=tuple(t.replace("3D", "2D") for t in down),
+            layers_per_block=layers_per_block,
+            norm_num_groups=norm_num_groups,
+            cross_attention_dim=cross_attention_dim,
+            attention_head_dim=attention_heads,
+            conditioning_embedding_out_channels=(4, 8, 16, 16),
+        )
+
+    pose_controlnet = controlnet(3)
+    face_controlnet = controlnet(6) if with_face else None
+
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        block_out_channels=tuple(vae_channels),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=min(8, vae_channels[0]),
+        sample_size=sample_size,
+    )
+
+    tokenizer = make_tiny_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=text_hidden_size,
+            intermediate_size=text_hidden_size * 2,
+            num_hidden_layers=text_layers,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=cross_attention_dim,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    if text_hidden_size != cross_attention_dim:
+        raise ValueError("text_hidden_size must equal cross_attention_dim (text tokens feed the UNet directly)")
+
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=vision_hidden_size,
+            intermediate_size=vision_hidden_size * 2,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=2,
+            image_size=clip_image_size,
+            patch_size=clip_patch_size,
+            projection_dim=cross_attention_dim,
+        )
+    )
+    try:  # the PIL backend is transformers' own default without torchvision; naming it avoids a warning
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:  # older transformers
+        from transformers import CLIPImageProcessor
+    feature_extractor = CLIPImageProcessor(
+        size={"shortest_edge": clip_image_size},
+        crop_size={"height": clip_image_size, "width": clip_image_size},
+    )
+    image_proj = XDynaImageProjection(
+        dim=cross_attention_dim,
+        depth=image_proj_depth,
+        dim_head=cross_attention_dim // 2,
+        heads=2,
+        num_queries=num_ip_tokens,
+        embedding_dim=vision_hidden_size,
+        output_dim=cross_attention_dim,
+        ff_mult=2,
+    )
+
+    components = dict(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        controlnet=pose_controlnet,
+        controlnet_face=face_controlnet,
+        image_encoder=image_encoder,
+        feature_extractor=feature_extractor,
+        image_proj=image_proj,
+        scheduler=official_scheduler(),
+    )
+    for module in components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    return components
