@@ -1,0 +1,173 @@
+"""Embedded, offline pose estimator: mediapipe 0.10.21 legacy Holistic, mapped to our format.
+
+Holistic runs BlazePose (33 body landmarks, the "full" model that ships in the wheel: model
+complexity 1; the lite/heavy models would need a download), the hand landmark model on crops
+around both wrists and Face Mesh (468 points) on the face crop, in one graph. In video mode it
+tracks (re-detects only when tracking is lost), which is what makes it fast enough (>= 10 frames/s
+at 512 px wide on 2 CPU cores). It sees ONE person per frame (the most prominent); several people
+need the DWPose estimator.
+
+Mapping to ``Keypoints``:
+- body: OpenPose-18 from BlazePose-33 (``POSE33_TO_BODY18``), neck = mid-point of the shoulders;
+  confidence = BlazePose visibility (neck: the smaller shoulder visibility). Points outside the
+  frame keep their (extrapolated) position; their visibility is usually low.
+- hands: Holistic's left/right hands are the person's left/right (they come from the pose wrists),
+  21 points in the standard order; confidence 1 for a tracked hand (the solution gives no score).
+- face: 468 mesh points → iBUG-68 with ``MESH_TO_68`` (mean of one or two mesh points per iBUG
+  point; a left/right symmetric table built from the mesh topology, cf. the commonly used
+  mediapipe→dlib correspondences); confidence 1 when a face mesh was found.
+"""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from .pose import BODY, Keypoints, check_image
+
+# BlazePose index per OpenPose-18 joint (neck is computed).
+POSE33_TO_BODY18 = {
+    "nose": 0, "r_shoulder": 12, "r_elbow": 14, "r_wrist": 16, "l_shoulder": 11, "l_elbow": 13, "l_wrist": 15,
+    "r_hip": 24, "r_knee": 26, "r_ankle": 28, "l_hip": 23, "l_knee": 25, "l_ankle": 27,
+    "r_eye": 5, "l_eye": 2, "r_ear": 8, "l_ear": 7,
+}
+
+# Face-mesh indices per iBUG-68 point (0-based iBUG order; mean when two). Person's right = image left.
+MESH_TO_68 = (
+    # jaw 0-16, from the right temple round the chin to the left temple
+    (127,), (234,), (93,), (132, 58), (58, 172), (136,), (150,), (176,), (152,),
+    (400,), (379,), (365,), (397, 288), (288, 361), (323,), (454,), (356,),
+    # right brow 17-21, left brow 22-26
+    (70,), (63,), (105,), (66,), (107,), (336,), (296,), (334,), (293,), (300,),
+    # nose bridge 27-30, nostrils 31-35
+    (168,), (197,), (5,), (4,), (75,), (97,), (2,), (326,), (305,),
+    # right eye 36-41 (outer corner, upper lid, inner corner, lower lid), left eye 42-47
+    (33,), (160,), (158,), (133,), (153,), (144,), (362,), (385,), (387,), (263,), (373,), (380,),
+    # outer lips 48-59 (right corner, upper lip, left corner, lower lip)
+    (61,), (39,), (37,), (0,), (267,), (269,), (291,), (405,), (314,), (17,), (84,), (181,),
+    # inner lips 60-67
+    (78,), (82,), (13,), (312,), (308,), (317,), (14,), (87,),
+)
+assert len(MESH_TO_68) == 68
+
+
+def mesh_to_68(mesh_xy: np.ndarray) -> np.ndarray:
+    """[468+, 2] mesh points → [68, 2] iBUG-68 points."""
+    mesh_xy = np.asarray(mesh_xy, np.float32)
+    return np.stack([mesh_xy[list(ix)].mean(0) for ix in MESH_TO_68])
+
+
+def _quiet_mediapipe():
+    # glog / TFLite chatter on stderr at graph creation is noise for users.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import mediapipe as mp
+
+    return mp
+
+
+def _landmarks_xy(lms, w, h):
+    return np.array([[p.x * w, p.y * h] for p in lms.landmark], np.float32)
+
+
+def holistic_to_keypoints(result, width: int, height: int, scale: float = 1.0) -> Keypoints | None:
+    """Convert a Holistic result (normalised coordinates) to Keypoints in pixels of the image
+    whose size was (width, height) × (1/scale)."""
+    if result.pose_landmarks is None and result.face_landmarks is None:
+        return None
+    kp = Keypoints()
+    w, h = width / scale, height / scale
+    if result.pose_landmarks is not None:
+        lm = result.pose_landmarks.landmark
+        for name, i in POSE33_TO_BODY18.items():
+            kp.body[BODY[name]] = (lm[i].x * w, lm[i].y * h, np.clip(lm[i].visibility, 0, 1))
+        ls, rs = kp.body[BODY["l_shoulder"]], kp.body[BODY["r_shoulder"]]
+        kp.body[BODY["neck"]] = ((ls[0] + rs[0]) / 2, (ls[1] + rs[1]) / 2, min(ls[2], rs[2]))
+    for side, lms in ((0, result.left_hand_landmarks), (1, result.right_hand_landmarks)):
+        if lms is not None:
+            kp.hands[side, :, :2] = _landmarks_xy(lms, w, h)
+            kp.hands[side, :, 2] = 1.0
+    if result.face_landmarks is not None:
+        kp.face[:, :2] = mesh_to_68(_landmarks_xy(result.face_landmarks, w, h))
+        kp.face[:, 2] = 1.0
+    return kp
+
+
+def _analysis_image(image_rgb, max_side):
+    h, w = image_rgb.shape[:2]
+    s = 1.0
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        image_rgb = cv2.resize(image_rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return image_rgb, s
+
+
+class MediaPipeEstimator:
+    """``PoseEstimator`` on mediapipe Holistic. Call ``reset()`` before each new clip or photo.
+
+    Args:
+        static_image_mode: False = tracking across consecutive frames (videos, fast);
+            True = full detection on every call (unrelated photos).
+        max_side: frames larger than this are downscaled for analysis (coordinates are returned
+            in the input's pixels).
+        min_detection_confidence / min_tracking_confidence: mediapipe thresholds.
+        smooth_landmarks: mediapipe's own temporal filter (video mode only).
+    """
+
+    def __init__(self, static_image_mode: bool = False, max_side: int = 1024, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5, smooth_landmarks: bool = True):
+        self.kw = dict(static_image_mode=static_image_mode, model_complexity=1, smooth_landmarks=smooth_landmarks,
+                       refine_face_landmarks=False, min_detection_confidence=min_detection_confidence,
+                       min_tracking_confidence=min_tracking_confidence)
+        self.max_side = max_side
+        self._graph = None
+
+    def _get(self):
+        if self._graph is None:
+            mp = _quiet_mediapipe()
+            self._graph = mp.solutions.holistic.Holistic(**self.kw)
+        return self._graph
+
+    def reset(self):
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def close(self):
+        self.reset()
+
+    def __call__(self, image_rgb: np.ndarray) -> list[Keypoints]:
+        img, s = _analysis_image(check_image(image_rgb), self.max_side)
+        res = self._get().process(img)
+        kp = holistic_to_keypoints(res, img.shape[1], img.shape[0], s)
+        return [] if kp is None else [kp]
+
+
+class MediaPipeFace:
+    """Face Mesh alone → [68, 3] iBUG landmarks of the biggest face, or None."""
+
+    def __init__(self, static_image_mode: bool = True, max_num_faces: int = 4, min_detection_confidence: float = 0.5,
+                 max_side: int = 1024):
+        self.kw = dict(static_image_mode=static_image_mode, max_num_faces=max_num_faces, refine_landmarks=False,
+                       min_detection_confidence=min_detection_confidence)
+        self.max_side = max_side
+        self._graph = None
+
+    def reset(self):
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def __call__(self, image_rgb: np.ndarray):
+        img, s = _analysis_image(check_image(image_rgb), self.max_side)
+        if self._graph is None:
+            self._graph = _quiet_mediapipe().solutions.face_mesh.FaceMesh(**self.kw)
+        res = self._graph.process(img)
+        if not res.multi_face_landmarks:
+            return None
+        h, w = img.shape[0] / s, img.shape[1] / s
+        faces = [mesh_to_68(_landmarks_xy(f, w, h)) for f in res.multi_face_landmarks]
+        f = max(faces, key=lambda p: np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
+        return np.concatenate([f, np.ones((68, 1), np.float32)], 1)
