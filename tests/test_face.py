@@ -78,12 +78,13 @@ def test_no_wraparound_near_the_border():
     lm = synthetic_face(x0=-30.0, y0=-60.0, w=60.0, h=70.0)  # face cut by the top-left corner
     out, found = face_patches(img, lm)
     assert found
-    assert face_box(lm, H, W) == (0, 0, 94, 76)
-    # eyes at y = -25 with half height 9: the official slice [-34:-16] wraps to rows 222..239;
-    # clamped it is empty. Mouth at (10, 15): official cols [-1:21] are empty; clamped 0..20.
+    # extent x -30..30, y -60..15 -> L = 75, centre (0, -22.5) -> box clamped to (0, 0, 101, 86)
+    assert face_box(lm, H, W) == (0, 0, 101, 86)
+    # half sizes (12, 10). Eyes at y = -25: the official slice [-35:-15] wraps to rows 221..240;
+    # clamped it is empty. Mouth at (10, 15): official cols [-2:22] are empty; clamped 0..21.
     loc = out[..., :3]
     assert not loc[100:].any()
-    assert loc[10, 0].all() and loc[10, 20].all() and not loc[10, 21].any()
+    assert loc[10, 0].all() and loc[10, 21].all() and not loc[10, 22].any()
 
 
 def test_no_face_gives_blank_and_flag():
