@@ -234,6 +234,7 @@ def read_video(
     max_side: Optional[int] = DEFAULT_MAX_SIDE,
     frame_limit: Optional[int] = DEFAULT_FRAME_LIMIT,
     max_bytes: Optional[int] = DEFAULT_MAX_BYTES,
+    allow_truncated: bool = False,
     progress: Optional[ProgressFn] = None,
 ) -> Video:
     """Decode a video into RGB frames, resampled by timestamps.
@@ -248,6 +249,9 @@ def read_video(
         max_duration: refuse (InputError) when the part to process is longer than this (seconds).
         max_side: downscale (while decoding, keeping the aspect) so the longest side is at most this.
         frame_limit / max_bytes: refuse when the output would have more frames / take more memory.
+        allow_truncated: a damaged or cut-short file (decoding fails midway, or ends well before
+            the duration its header states) raises InputError unless this is True; then the
+            frames that decoded are returned and `Video.warnings` says what happened.
         progress: `progress(done, total)`; returning False stops with `Cancelled`.
 
     Raises:
@@ -296,7 +300,7 @@ def read_video(
         decoded = 0
         warnings = []
         t0 = None
-        last_dt = None
+        gaps = []  # intervals between frames, for the duration of the last one
         frame_bytes = None
         try:
             for frame in container.decode(stream):
@@ -326,8 +330,8 @@ def read_video(
                     raise InputError(
                         f"{name} is longer than the limit of {max_duration:.0f} s; trim the video or set a maximum number of frames"
                     )
-                if decoder.last_time is not None and t > decoder.last_time:
-                    last_dt = t - decoder.last_time
+                if decoder.last_time is not None and t > decoder.last_time and len(gaps) < 10000:
+                    gaps.append(t - decoder.last_time)
                 decoder.push(frame, t)
                 n = len(decoder.out)
                 if frame_limit is not None and n > frame_limit:
@@ -344,17 +348,27 @@ def read_video(
                 if decoder.done:
                     break
         except av.FFmpegError as err:
-            if not decoder.has_frames:
+            if not decoder.has_frames or not allow_truncated:
                 raise InputError(
-                    f"could not decode {name} ({_ffmpeg_reason(err)}): the file is damaged or cut short; upload it again"
+                    f"could not decode {name} ({_ffmpeg_reason(err)}): the file is damaged or was cut short; upload it again"
                 ) from None
             warnings.append(f"decoding stopped early at {decoder.last_time:.2f} s ({_ffmpeg_reason(err)}); the rest of the file is damaged")
 
         if not decoder.has_frames:
             raise InputError(f"{name} contains no video frames; upload a video with at least one frame")
-        # The last frame lasts one frame interval (from the nominal rate, else the last gap).
-        frame_dur = 1.0 / src_fps if src_fps else (last_dt or 1.0 / out_fps)
-        decoder.finish(decoder.last_time + frame_dur)
+        # The last frame lasts one typical frame interval (the median gap: robust to variable rates).
+        frame_dur = float(np.median(gaps)) if gaps else 1.0 / (src_fps or out_fps)
+        decoded_span = decoder.last_time + frame_dur
+        stated = duration  # the video stream's duration, else the container's
+        if not decoder.done and stated and decoded_span < 0.75 * stated and stated - decoded_span > 0.5:
+            # Ran out of data long before the end the header announces: a cut-short upload.
+            if not allow_truncated:
+                raise InputError(
+                    f"{name} seems cut short: its header says {stated:.1f} s but only {decoded_span:.1f} s could be decoded; "
+                    "upload the complete file again"
+                )
+            warnings.append(f"the file seems cut short: {decoded_span:.1f} s of {stated:.1f} s decoded")
+        decoder.finish(decoded_span, frame_dur)
 
         frames_av, times = decoder.out, decoder.out_times
         frames = _convert_frames(frames_av, size, rotation)
@@ -432,11 +446,13 @@ class _TimestampResampler:
                 self._emit(self.prev, self.prev_time)
         self.prev, self.prev_time = frame, t
 
-    def finish(self, end_time: float) -> None:
-        """Fill the targets up to the end of the last frame with it."""
+    def finish(self, end_time: float, frame_dur: float) -> None:
+        """Fill the targets up to the end of the last frame with it. A target in the last quarter
+        of the last frame's interval is left out: container timestamps are rounded (to 1 ms in
+        Matroska), which would otherwise add a frame to clips of exactly k/fps seconds."""
         if self.done:
             return
-        while not self.done and self._target() < end_time - 1e-6:
+        while not self.done and self._target() < end_time - 0.25 * min(frame_dur, 1.0 / self.fps):
             self._emit(self.prev, self.prev_time)
         self.finished_naturally = True
         self.done = True
