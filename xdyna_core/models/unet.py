@@ -522,13 +522,17 @@ class XDynaUNet(ModelMixin, ConfigMixin):
         model = cls.from_config(config)
         param = next(unet2d.parameters())
         model = model.to(device=param.device, dtype=param.dtype)
-        missing, unexpected = model.load_state_dict(unet2d.state_dict(), strict=False)
-        backbone_missing = [k for k in missing if parameter_group(k) == "backbone"]
-        if unexpected or backbone_missing:
+        source, target = unet2d.state_dict(), model.state_dict()
+        unexpected = [k for k in source if k not in target]
+        mismatched = [k for k in source if k in target and source[k].shape != target[k].shape]
+        backbone_missing = [k for k in target if k not in source and parameter_group(k) == "backbone"]
+        if unexpected or mismatched or backbone_missing:
             raise ValueError(
                 "the 2-D UNet does not match the X-Dyna backbone: "
-                f"unexpected keys {_abbrev(unexpected)}, missing backbone keys {_abbrev(backbone_missing)}"
+                f"unexpected keys {_abbrev(unexpected)}; shape mismatches {_abbrev(mismatched)}; "
+                f"missing backbone keys {_abbrev(backbone_missing)}"
             )
+        model.load_state_dict(source, strict=False)
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, DynamicsAdapterAttention):
