@@ -148,6 +148,8 @@ def _open_video(path):
         raise InputError(f"{path} is empty (0 bytes); upload the video again")
     try:
         container = av.open(path, metadata_errors="ignore")
+    except av.EOFError:
+        raise InputError(f"{Path(path).name} contains no video frames, or was cut short while uploading; use another file") from None
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise InputError(
             f"could not read {Path(path).name} as a video ({_ffmpeg_reason(err)}): the file is not a video, "
@@ -155,7 +157,7 @@ def _open_video(path):
         ) from None
     if not container.streams.video:
         container.close()
-        raise InputError(f"{Path(path).name} has no video track (is it an audio file?); use a video file")
+        raise InputError(f"{Path(path).name} contains no video frames (no video track: an empty or audio-only file); use a video file")
     if container.format.name in _IMAGE_CONTAINERS:
         container.close()
         raise InputError(f"{Path(path).name} is a still image, not a video; pass it as the photo, and a video as the driving clip")
@@ -481,9 +483,23 @@ def _convert_frames(frames_av, size, rotation) -> np.ndarray:
 
 
 def _temp_path_for(path: Path) -> Path:
+    """A fresh temporary file next to `path` (same folder, so the final rename is atomic)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def replace_atomically(tmp, path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it
+    over `path`."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
 
 
 def write_video(
@@ -543,7 +559,7 @@ def write_video(
                 raise InputError("no frames to write")
             for packet in stream.encode():
                 container.mux(packet)
-        os.replace(tmp, path)
+        replace_atomically(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -559,7 +575,7 @@ def save_image(path, image: np.ndarray) -> Path:
     tmp = _temp_path_for(path)
     try:
         Image.fromarray(_as_uint8_rgb(image)).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-        os.replace(tmp, path)
+        replace_atomically(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -186,8 +186,9 @@ def union_box(boxes) -> Optional[Tuple[float, float, float, float]]:
     if len(b) == 0:
         return None
     if len(b) >= 10:
-        return (float(np.percentile(b[:, 0], 2)), float(np.percentile(b[:, 1], 2)),
-                float(np.percentile(b[:, 2], 98)), float(np.percentile(b[:, 3], 98)))
+        lo = lambda v: float(np.percentile(v, 2, method="nearest"))  # noqa: E731
+        hi = lambda v: float(np.percentile(v, 98, method="nearest"))  # noqa: E731
+        return lo(b[:, 0]), lo(b[:, 1]), hi(b[:, 2]), hi(b[:, 3])
     return float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())
 
 

@@ -1,0 +1,633 @@
+"""`Motion`: everything generation needs from a driving video and a photo, and how it is made.
+
+`extract_motion(driving_video, reference_image, ...)` runs the whole preprocessing:
+
+    read_video (timestamps, target fps) → pose per frame (PoseEstimator) → main person track →
+    One-Euro smoothing → framing of the photo and the clip onto the generation canvas →
+    retargeting of the driving skeleton onto the photo's person → DWPose-style skeleton images →
+    S-Face patches from the framed driving frames, moved with the retargeted head → `Motion`
+
+and caches the result (`.npz`, keyed by the content of both files and every setting), so the
+second extraction of the same clip is instant.
+
+Policies (each a documented fallback, never a traceback):
+- no person in the photo → InputError; several people in the photo → the biggest one
+  (largest keypoint box) is animated, and `Motion.warnings` says so;
+- no person in any driving frame → InputError; in some frames → a black skeleton image for those
+  frames and `person_found[t] = False` (black is what the model saw for "no person");
+- no face in a frame → black face patches and `face_found[t] = False`.
+
+Face patches and retargeting: retargeting moves and rescales the skeleton, so the driving face
+must move with it or the S-Face control would sit somewhere else than the skeleton's head. For
+each frame the head's scale + translation from the driving skeleton to the retargeted one is
+fitted (least squares on nose, eyes, ears), the framed driving frame is warped by it, and the
+official patch construction (face.py) runs on the warped frame and the moved landmarks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..errors import Cancelled, InputError
+from .framing import DEFAULT_SIZE, Framing, check_size, fit_framing, union_box
+
+FORMAT_VERSION = 1  # of the .npz layout
+CACHE_VERSION = "motion-1"  # bump when extraction results change, to invalidate old cache entries
+DEFAULT_MAX_FRAMES = 600  # frames extracted per clip unless asked otherwise (40 s at 15 fps)
+DEFAULT_ANALYSIS_SIDE = 512  # pose estimation runs on frames downscaled to this longest side
+DEFAULT_FPS = 15.0  # official launchers save at 15 fps; None keeps the clip's own rate
+HEAD_POINTS = (0, 14, 15, 16, 17)  # nose, eyes, ears (OpenPose-18)
+RETARGET_MODES = ("none", "global", "limbs")
+
+ProgressFn = Callable[..., Optional[bool]]
+
+
+# --------------------------------------------------------------------------------------
+# The Motion object
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Motion:
+    """Control signals for one (driving clip, photo) pair on the generation canvas (H×W).
+
+    pose_images:  uint8 [T,H,W,3] DWPose-style skeletons (black = no person).
+    face_images:  uint8 [T,H,W,6] S-Face patches: channels 0-2 the local eyes+mouth patch, 3-5 the
+                  global face patch (the official order); black where no face.
+    fps:          frame rate of the T frames (they keep the clip's real speed).
+    person_found, face_found: bool [T].
+    keypoints:    float32 [T,128,3] retargeted whole-body keypoints on the canvas (the drawn ones;
+                  `pose.Keypoints.from_array` layout; zeros where no person).
+    driving_keypoints: float32 [T,128,3] framed driving keypoints before retargeting.
+    reference_keypoints: float32 [128,3] the photo's person on the canvas (None without a photo).
+    reference_image: uint8 [H,W,3] the photo framed to the canvas: the image generation must use.
+    driving_frames: uint8 [T,H,W,3] framed driving frames (only when extracted with keep_frames).
+    """
+
+    pose_images: np.ndarray
+    face_images: np.ndarray
+    fps: float
+    person_found: np.ndarray
+    face_found: np.ndarray
+    keypoints: np.ndarray
+    driving_keypoints: np.ndarray
+    reference_keypoints: Optional[np.ndarray] = None
+    reference_image: Optional[np.ndarray] = None
+    driving_frames: Optional[np.ndarray] = None
+    timestamps: Optional[np.ndarray] = None
+    retarget: str = "none"
+    source: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    framing: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    # ---- shape facts --------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return int(len(self.pose_images))
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    @property
+    def size(self) -> tuple:
+        """(height, width) of the canvas."""
+        return int(self.pose_images.shape[1]), int(self.pose_images.shape[2])
+
+    @property
+    def height(self) -> int:
+        return self.size[0]
+
+    @property
+    def width(self) -> int:
+        return self.size[1]
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    def summary(self) -> dict:
+        """Per-clip facts for people (the app shows these before generating)."""
+        return {
+            "frames": self.num_frames,
+            "fps": round(float(self.fps), 3),
+            "duration_s": round(self.duration, 3),
+            "size": f"{self.height}x{self.width}",
+            "frames_without_person": int((~self.person_found).sum()),
+            "frames_without_face": int((~self.face_found).sum()),
+            "retarget": self.retarget,
+            "estimator": self.settings.get("estimator_used", self.settings.get("estimator")),
+            "warnings": list(self.warnings),
+        }
+
+    def keypoints_at(self, t: int, retargeted: bool = True):
+        """The frame's `pose.Keypoints` (None without a person)."""
+        from .pose import Keypoints
+
+        if not self.person_found[t]:
+            return None
+        return Keypoints.from_array((self.keypoints if retargeted else self.driving_keypoints)[t])
+
+    def validate(self) -> "Motion":
+        t, h, w = self.pose_images.shape[:3]
+        checks = [
+            (self.pose_images.dtype == np.uint8 and self.pose_images.shape == (t, h, w, 3), "pose_images must be uint8 [T,H,W,3]"),
+            (self.face_images.dtype == np.uint8 and self.face_images.shape == (t, h, w, 6), "face_images must be uint8 [T,H,W,6]"),
+            (self.person_found.shape == (t,) and self.face_found.shape == (t,), "person_found/face_found must be [T]"),
+            (self.keypoints.shape == (t, 128, 3) and self.driving_keypoints.shape == (t, 128, 3), "keypoints must be [T,128,3]"),
+            (self.fps > 0, "fps must be positive"),
+            (self.reference_image is None or self.reference_image.shape == (h, w, 3), "reference_image must be [H,W,3]"),
+            (self.driving_frames is None or self.driving_frames.shape == (t, h, w, 3), "driving_frames must be [T,H,W,3]"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise InputError(f"invalid motion: {msg}")
+        return self
+
+    # ---- save / load --------------------------------------------------------------------
+    _ARRAYS = ("pose_images", "face_images", "person_found", "face_found", "keypoints", "driving_keypoints",
+               "reference_keypoints", "reference_image", "driving_frames", "timestamps")
+
+    def save(self, path, frames: bool = True) -> Path:
+        """Write a compressed `.npz` (arrays + one JSON metadata string; no pickles), atomically.
+        frames=False leaves out the (large) framed driving frames."""
+        import tempfile
+
+        from ..io import replace_atomically
+
+        self.validate()
+        path = Path(os.fspath(path))
+        if path.suffix != ".npz":
+            raise InputError(f"motion files end in .npz, got {path.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": "xdyna-motion",
+            "version": FORMAT_VERSION,
+            "fps": float(self.fps),
+            "retarget": self.retarget,
+            "source": self.source,
+            "settings": self.settings,
+            "framing": self.framing,
+            "warnings": self.warnings,
+        }
+        arrays = {k: getattr(self, k) for k in self._ARRAYS if getattr(self, k) is not None}
+        if not frames:
+            arrays.pop("driving_frames", None)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)
+        os.close(fd)
+        try:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+            replace_atomically(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Motion":
+        """Read a `.npz` written by `save` (allow_pickle=False)."""
+        path = Path(os.fspath(path))
+        if not path.exists():
+            raise InputError(f"motion file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in cls._ARRAYS if k in z.files}
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+            raise InputError(f"{path.name} is not a motion file written by xdyna extract ({err})") from None
+        if meta.get("format") != "xdyna-motion":
+            raise InputError(f"{path.name} is not a motion file written by xdyna extract")
+        if meta.get("version", 0) > FORMAT_VERSION:
+            raise InputError(f"{path.name} was written by a newer X-Dyna Studio (format {meta['version']}); update to read it")
+        arrays["person_found"] = arrays["person_found"].astype(bool)
+        arrays["face_found"] = arrays["face_found"].astype(bool)
+        return cls(fps=float(meta["fps"]), retarget=meta.get("retarget", "none"), source=meta.get("source", {}),
+                   settings=meta.get("settings", {}), framing=meta.get("framing", {}), warnings=meta.get("warnings", []),
+                   **arrays).validate()
+
+
+# --------------------------------------------------------------------------------------
+# Extraction
+# --------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """`$XDYNA_CACHE/motion`, default `~/.cache/xdyna/motion`."""
+    root = os.environ.get("XDYNA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "xdyna")
+    return Path(root) / "motion"
+
+
+def _hash_input(h, obj) -> None:
+    """Feed a file's bytes, an array's bytes or None into a hash."""
+    if obj is None:
+        h.update(b"<none>")
+    elif isinstance(obj, (str, os.PathLike)):
+        p = Path(os.fspath(obj))
+        if not p.is_file():
+            raise InputError(f"file not found: {p}")
+        h.update(b"file")
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        try:
+            from PIL import Image
+
+            if isinstance(obj, Image.Image):
+                obj = np.asarray(obj)
+        except ImportError:  # pragma: no cover
+            pass
+        a = np.ascontiguousarray(np.asarray(obj))
+        h.update(f"array{a.shape}{a.dtype}".encode())
+        h.update(a.tobytes())
+
+
+def resolve_estimator_name(name) -> str:
+    """'auto' → 'dwpose' when its weights are on disk, else 'mediapipe' (no network)."""
+    if not isinstance(name, str):
+        return type(name).__name__
+    name = (name or "auto").lower()
+    if name != "auto":
+        return name
+    try:
+        from .dwpose import find_dwpose_weights
+
+        find_dwpose_weights(None, None, download=False)
+        return "dwpose"
+    except Exception:  # noqa: BLE001 - no weights (or no module): the embedded estimator
+        return "mediapipe"
+
+
+def _make_estimator(name: str, video: bool, analysis_side: int):
+    from .pose import get_estimator
+
+    if name == "mediapipe":
+        return get_estimator("mediapipe", static_image_mode=not video, max_side=analysis_side)
+    return get_estimator(name)
+
+
+class _Stages:
+    """Maps stage progress to one overall fraction and forwards it as progress(fraction, desc)."""
+
+    WEIGHTS = {"decode": 0.1, "photo": 0.03, "pose": 0.67, "draw": 0.2}
+
+    def __init__(self, progress: Optional[ProgressFn]):
+        self.progress = progress
+        self.base = 0.0
+
+    def report(self, stage: str, done: int, total: Optional[int], desc: str):
+        if self.progress is None:
+            return
+        w = self.WEIGHTS[stage]
+        frac = self.base + w * (min(done, total) / total if total else 0.0)
+        if self.progress(min(frac, 1.0), desc) is False:
+            raise Cancelled("motion extraction stopped by the user")
+
+    def next(self, stage: str):
+        self.base += self.WEIGHTS[stage]
+
+
+def _fit_scale_translation(src: np.ndarray, dst: np.ndarray):
+    """Least-squares s, t with dst ≈ s·src + t (no rotation); None with < 2 points."""
+    if len(src) < 2:
+        return None
+    ms, md = src.mean(0), dst.mean(0)
+    den = ((src - ms) ** 2).sum()
+    if den < 1e-6:
+        return None
+    s = float(((src - ms) * (dst - md)).sum() / den)
+    if not (0.05 < s < 20):
+        return None
+    return s, md - s * ms
+
+
+def _head_transform(driving: np.ndarray, retargeted: np.ndarray, min_conf: float):
+    """Scale + translation of the head from the driving to the retargeted skeleton ([128,3] arrays).
+    Uses nose/eyes/ears, else the face landmarks; identity when nothing moved."""
+    for idx in (list(HEAD_POINTS), list(range(60, 128))):
+        d, r = driving[idx], retargeted[idx]
+        ok = (d[:, 2] >= min_conf) & (r[:, 2] >= min_conf)
+        fit = _fit_scale_translation(d[ok, :2].astype(np.float64), r[ok, :2].astype(np.float64))
+        if fit is not None:
+            return fit
+    return 1.0, np.zeros(2)
+
+
+def _face_patches_for_frame(frame: np.ndarray, drv: np.ndarray, rt: np.ndarray, min_conf: float):
+    """S-Face patches of a framed driving frame, moved with the retargeted head."""
+    import cv2
+
+    from .face import face_patches
+
+    face = drv[60:128].copy()
+    if (face[:, 2] >= min_conf).sum() < 60:
+        return None, False
+    s, t = _head_transform(drv, rt, min_conf)
+    if abs(s - 1.0) > 1e-4 or np.abs(t).max() > 1e-3:
+        h, w = frame.shape[:2]
+        m = np.array([[s, 0.0, t[0] + 0.5 * s - 0.5], [0.0, s, t[1] + 0.5 * s - 0.5]])
+        frame = cv2.warpAffine(frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        face[:, :2] = face[:, :2] * s + t
+    patches, found = face_patches(frame, face)
+    return patches, found
+
+
+def extract_motion(
+    driving_video,
+    reference_image=None,
+    size=DEFAULT_SIZE,
+    fps: Optional[float] = DEFAULT_FPS,
+    max_frames: Optional[int] = DEFAULT_MAX_FRAMES,
+    retarget: str = "global",
+    estimator="auto",
+    smooth: bool = True,
+    keep_frames: bool = False,
+    analysis_side: int = DEFAULT_ANALYSIS_SIDE,
+    cache_dir=None,
+    progress: Optional[ProgressFn] = None,
+) -> Motion:
+    """Driving video (+ photo) → `Motion` on the generation canvas.
+
+    Args:
+        driving_video: path of the driving clip (or an already decoded `io.Video`).
+        reference_image: the photo to animate (path, PIL image or array). None (training data:
+            the reference comes from the clip itself) frames the clip alone, without retargeting.
+        size: (height, width) of the canvas, multiples of 64, or "896x512".
+        fps: frame rate to sample the clip at (by timestamps, real speed kept); None = the clip's.
+        max_frames: at most this many frames from the start of the clip.
+        retarget: "none" | "global" (scale + translation anchored on the first frame) |
+            "limbs" (per-bone lengths of the photo's person, then re-anchored).
+        estimator: "auto" | "mediapipe" | "dwpose", or a PoseEstimator instance.
+        smooth: One-Euro smoothing of the keypoints over time.
+        keep_frames: also store the framed driving frames (`Motion.driving_frames`).
+        analysis_side: longest side of the images the pose estimator sees (speed vs accuracy).
+        cache_dir: folder of cached results (default `default_cache_dir()`); False disables it.
+        progress: `progress(fraction, desc)` (gradio.Progress works); returning False, or
+            raising `Cancelled`, stops the extraction.
+
+    Raises:
+        InputError: unreadable/empty/too long clip, unreadable/tiny photo, no person in the photo,
+            no person in any frame of the clip, bad settings.
+    """
+    from ..io import Video, load_image, read_video
+
+    H, W = check_size(size)
+    retarget = (retarget or "none").lower()
+    if retarget not in RETARGET_MODES:
+        raise InputError(f"retarget must be one of {', '.join(RETARGET_MODES)}, got {retarget!r}")
+    if reference_image is None:
+        retarget = "none"
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames must be at least 1, got {max_frames}")
+    est_name = resolve_estimator_name(estimator)
+    settings = {
+        "size": [H, W],
+        "fps": None if fps is None else float(fps),
+        "max_frames": max_frames,
+        "retarget": retarget,
+        "estimator": est_name,
+        "smooth": bool(smooth),
+        "keep_frames": bool(keep_frames),
+        "analysis_side": int(analysis_side),
+        "has_reference": reference_image is not None,
+    }
+
+    # ---- cache lookup -----------------------------------------------------------------------
+    cache_path = None
+    cacheable = cache_dir is not False and not isinstance(driving_video, Video) and isinstance(estimator, str)
+    if cacheable:
+        h = hashlib.sha256(CACHE_VERSION.encode())
+        _hash_input(h, driving_video)
+        _hash_input(h, reference_image)
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        cache_path = Path(cache_dir or default_cache_dir()) / f"{h.hexdigest()[:32]}.npz"
+        if cache_path.is_file():
+            try:
+                motion = Motion.load(cache_path)
+                motion.settings["cache"] = "hit"
+                if progress is not None:
+                    progress(1.0, "motion loaded from cache")
+                return motion
+            except InputError:
+                cache_path.unlink(missing_ok=True)  # stale or damaged entry: extract again
+
+    stages = _Stages(progress)
+    started = time.perf_counter()
+    warnings: list = []
+
+    # ---- inputs -----------------------------------------------------------------------------
+    photo = None
+    if reference_image is not None:
+        photo = load_image(reference_image, max_side=2048)
+    if isinstance(driving_video, Video):
+        video = driving_video
+        if max_frames is not None and len(video) > max_frames:
+            video.frames, video.timestamps = video.frames[:max_frames], video.timestamps[:max_frames]
+    else:
+        # Decode a little larger than the canvas: framing may zoom in on the dancer.
+        video = read_video(driving_video, fps=fps, max_frames=max_frames, max_side=int(max(H, W) * 1.5),
+                           progress=lambda d, t: stages.report("decode", d, t, "reading the video"))
+    warnings += list(video.warnings)
+    stages.next("decode")
+
+    # ---- the photo's person -----------------------------------------------------------------
+    from .pose import MIN_CONFIDENCE, smooth_keypoints, track_main_person
+
+    ref_kp = None
+    if photo is not None:
+        stages.report("photo", 0, 1, "finding the person in the photo")
+        photo_est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=False, analysis_side=1024)
+        people = [p for p in photo_est(photo) if p.has_body()]
+        _reset(photo_est)
+        if not people:
+            raise InputError(
+                "no person found in the photo; use a photo where one person is clearly visible "
+                "(head and shoulders at least, ideally the whole body), well lit and not too small"
+            )
+        people.sort(key=lambda p: p.area(), reverse=True)
+        if len(people) > 1:
+            warnings.append(f"the photo shows {len(people)} people; the biggest one is animated")
+        ref_kp = people[0]
+    stages.next("photo")
+
+    # ---- pose per frame ---------------------------------------------------------------------
+    est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=True, analysis_side=analysis_side)
+    _reset(est)
+    per_frame = []
+    n = len(video)
+    for i, frame in enumerate(video.frames):
+        per_frame.append([p for p in est(frame) if p.has_body()])
+        stages.report("pose", i + 1, n, f"finding the pose: frame {i + 1}/{n}")
+    _reset(est)
+    stages.next("pose")
+    track = track_main_person(per_frame)
+    if all(k is None for k in track):
+        raise InputError(
+            "no person found in any frame of the driving video; use a clip where one person is clearly visible"
+        )
+    if smooth:
+        track = smooth_keypoints(track, video.fps)
+
+    # ---- framing ----------------------------------------------------------------------------
+    vh, vw = video.frames.shape[1:3]
+    drv_framing = fit_framing(vh, vw, (H, W), union_box(_visible_box(k, vh, vw) for k in track if k is not None))
+    drv_kp = [drv_framing.apply_to_keypoints(k) for k in track]
+    ref_image = ref_kp_c = None
+    framings = {"driving": drv_framing.to_dict()}
+    if photo is not None:
+        ph_framing = fit_framing(photo.shape[0], photo.shape[1], (H, W), _visible_box(ref_kp, *photo.shape[:2]))
+        ref_image = ph_framing.apply_to_image(photo, fill="border")
+        ref_kp_c = ph_framing.apply_to_keypoints(ref_kp)
+        framings["reference"] = ph_framing.to_dict()
+
+    # ---- retargeting ------------------------------------------------------------------------
+    from .retarget import retarget_sequence
+
+    rt_kp, rt_info = retarget_sequence(drv_kp, ref_kp_c, mode=retarget)
+    settings["retarget_info"] = _jsonable(rt_info.__dict__)
+
+    # ---- skeletons and face patches ---------------------------------------------------------
+    from .draw import draw_pose
+
+    pose_images = np.zeros((n, H, W, 3), np.uint8)
+    face_images = np.zeros((n, H, W, 6), np.uint8)
+    person_found = np.zeros(n, bool)
+    face_found = np.zeros(n, bool)
+    kp_rt = np.zeros((n, 128, 3), np.float32)
+    kp_drv = np.zeros((n, 128, 3), np.float32)
+    frames_out = np.zeros((n, H, W, 3), np.uint8) if keep_frames else None
+    for t in range(n):
+        framed = drv_framing.apply_to_image(video.frames[t]) if (keep_frames or drv_kp[t] is not None) else None
+        if keep_frames:
+            frames_out[t] = framed
+        if drv_kp[t] is not None and rt_kp[t] is not None:
+            person_found[t] = True
+            kp_drv[t] = drv_kp[t].to_array()
+            kp_rt[t] = rt_kp[t].to_array()
+            pose_images[t] = draw_pose(rt_kp[t], H, W)
+            patches, found = _face_patches_for_frame(framed, kp_drv[t], kp_rt[t], MIN_CONFIDENCE)
+            if found:
+                face_images[t], face_found[t] = patches, True
+        stages.report("draw", t + 1, n, f"drawing the controls: frame {t + 1}/{n}")
+    if not person_found.all():
+        warnings.append(f"{int((~person_found).sum())} of {n} frames show no person; their skeleton images are blank")
+    if not face_found.any():
+        warnings.append("no face found in any frame; the face controls are blank (the expression will not follow the clip)")
+
+    settings["estimator_used"] = type(est).__name__
+    settings["seconds"] = round(time.perf_counter() - started, 3)
+    settings["cache"] = "miss" if cacheable else "off"
+    motion = Motion(
+        pose_images=pose_images,
+        face_images=face_images,
+        fps=float(video.fps),
+        person_found=person_found,
+        face_found=face_found,
+        keypoints=kp_rt,
+        driving_keypoints=kp_drv,
+        reference_keypoints=None if ref_kp_c is None else ref_kp_c.to_array(),
+        reference_image=ref_image,
+        driving_frames=frames_out,
+        timestamps=np.asarray(video.timestamps, np.float64),
+        retarget=retarget,
+        source=video.meta(),
+        settings=settings,
+        framing=framings,
+        warnings=warnings,
+    ).validate()
+    if cache_path is not None:
+        motion.save(cache_path)
+    if progress is not None:
+        progress(1.0, "motion extracted")
+    return motion
+
+
+def _visible_box(kp, height: int, width: int):
+    """The person's keypoint box cut to the image: estimators extrapolate joints outside the frame
+    (legs of a half-body shot), which must not make the framing zoom out onto empty padding."""
+    b = kp.bbox()
+    if b is None:
+        return None
+    x0, y0, x1, y1 = max(b[0], 0.0), max(b[1], 0.0), min(b[2], float(width)), min(b[3], float(height))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def _reset(est) -> None:
+    reset = getattr(est, "reset", None)
+    if callable(reset):
+        reset()
+
+
+# --------------------------------------------------------------------------------------
+# Previews (uint8 RGB arrays; write them with io.write_video / io.save_image)
+# --------------------------------------------------------------------------------------
+
+
+def skeleton_video(motion: Motion) -> np.ndarray:
+    """The skeleton images the pose ControlNet sees: uint8 [T,H,W,3]."""
+    return motion.pose_images
+
+
+def face_patch_video(motion: Motion) -> np.ndarray:
+    """The 6-channel S-Face control made viewable: [global patch | local patch], uint8 [T,H,2W,3]."""
+    return np.concatenate([motion.face_images[..., 3:6], motion.face_images[..., 0:3]], axis=2)
+
+
+def preview_side_by_side(driving_frames=None, motion: Optional[Motion] = None, labels: bool = True) -> np.ndarray:
+    """[driving | skeleton | face patches] for checking the extraction before generating.
+
+    driving_frames: the clip's frames (any size; resized to the canvas height), default the
+    framed frames stored in the motion (extract with keep_frames=True)."""
+    from ..io import side_by_side
+
+    if motion is None:
+        raise InputError("preview_side_by_side needs a Motion")
+    clips, names = [], []
+    frames = driving_frames if driving_frames is not None else motion.driving_frames
+    if frames is not None:
+        clips.append(np.asarray(frames))
+        names.append("driving")
+    clips += [motion.pose_images, motion.face_images[..., 3:6], motion.face_images[..., 0:3]]
+    names += [f"skeleton ({motion.retarget})", "face (global)", "face (local)"]
+    return side_by_side(*clips, labels=names if labels else None, height=motion.height, length="shortest")
+
+
+def retarget_overlay(photo=None, motion: Optional[Motion] = None, alpha: float = 0.75) -> np.ndarray:
+    """The first retargeted skeleton drawn over the framed photo (uint8 [H,W,3]): shows at a glance
+    whether size and position fit the person. `photo` defaults to `motion.reference_image`."""
+    from .draw import overlay
+
+    if motion is None:
+        raise InputError("retarget_overlay needs a Motion")
+    base = motion.reference_image if photo is None else np.asarray(photo)
+    if base is None:
+        raise InputError("this motion was extracted without a photo; pass the photo")
+    if base.shape[:2] != motion.size:
+        import cv2
+
+        base = cv2.resize(base, (motion.width, motion.height), interpolation=cv2.INTER_AREA)
+    found = np.flatnonzero(motion.person_found)
+    if len(found) == 0:
+        return base.copy()
+    return overlay(base, motion.pose_images[found[0]], alpha=alpha)
