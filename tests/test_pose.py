@@ -55,6 +55,9 @@ def test_track_main_person_follows_the_first_biggest():
     for t in range(1, 5):
         assert picked[t] is main[t]
     assert picked[5] is None  # only a far-away bystander left: no jump to them
+    # after `reacquire_after` frames without the main person, the biggest one is taken again
+    again = track_main_person(frames + [[gone]] * 3, reacquire_after=3)
+    assert again[5] is None and again[6] is None and again[7] is None and again[8] is gone
 
 
 # ---- smoothing ---------------------------------------------------------------------------------
@@ -335,3 +338,20 @@ def test_get_estimator_auto_and_missing_weights(tiny_dwpose, monkeypatch, tmp_pa
         dw.find_dwpose_weights(os.path.join(str(tmp_path), "nope.onnx"), str(tiny_dwpose / dw.POSE_FILE))
     with pytest.raises(InputError):
         get_estimator("openpose")
+
+
+@pytest.mark.hub
+def test_dwpose_real_weights_on_real_photos(photos):
+    """The real DWPose ONNX files (hub repo yzd-v/DWPose), when they are in the local cache."""
+    try:
+        det, pose = dw.find_dwpose_weights(download=os.environ.get("HF_HUB_OFFLINE") != "1")
+    except MissingWeightsError as e:
+        pytest.skip(f"DWPose weights not available offline: {e}")
+    est = dw.DWPoseEstimator(det, pose)
+    img = photos["astronaut"]
+    kp = est(img)[0]
+    x0, y0, x1, y1 = haar_face(img)
+    nx, ny = xy(kp, "nose")
+    assert x0 <= nx <= x1 and y0 <= ny <= y1
+    assert xy(kp, "r_wrist")[1] > xy(kp, "r_shoulder")[1]
+    assert kp.has_face() and kp.face[36:48, 1].mean() < kp.face[48:68, 1].mean()

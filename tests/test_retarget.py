@@ -68,6 +68,15 @@ def test_global_with_half_body_reference_uses_hips():
     assert out[0].body[BODY["r_ankle"], 2] == 1
 
 
+def test_global_with_head_and_shoulders_reference():
+    ref = make(REF, drop=("r_hip", "l_hip", "r_knee", "r_ankle", "l_knee", "l_ankle", "r_elbow", "r_wrist"))
+    drv = make(REF).transformed(0.5, 300.0, 10.0)  # half as big
+    out, info = retarget_sequence([drv], ref, "global")
+    assert info.level == "shoulders" and info.scale == pytest.approx(2.0)
+    np.testing.assert_allclose(out[0].body[BODY["neck"], :2], ref.body[BODY["neck"], :2], atol=1e-3)
+    np.testing.assert_allclose(out[0].body[BODY["nose"], :2], ref.body[BODY["nose"], :2], atol=1e-3)
+
+
 def bone(kp, p, c):
     return float(np.linalg.norm(kp.body[BODY[c], :2] - kp.body[BODY[p], :2]))
 

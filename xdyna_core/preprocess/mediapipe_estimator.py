@@ -171,3 +171,37 @@ class MediaPipeFace:
         faces = [mesh_to_68(_landmarks_xy(f, w, h)) for f in res.multi_face_landmarks]
         f = max(faces, key=lambda p: np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
         return np.concatenate([f, np.ones((68, 1), np.float32)], 1)
+
+
+def benchmark(frames: int = 60, width: int = 512, height: int = 896) -> dict:
+    """Frames per second of the embedded estimator in video mode on a clip made by moving the
+    scikit-image astronaut photo (pan/zoom/rotation) on a width×height canvas; graph creation and
+    the first (detection) frame are excluded. ``python -m xdyna_core.preprocess.mediapipe_estimator``."""
+    import time
+
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    s = width / photo.shape[1]
+    photo = cv2.resize(photo, (width, round(photo.shape[0] * s)), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top = (height - photo.shape[0]) // 2
+    canvas[top:top + photo.shape[0]] = photo
+    clip = []
+    for t in range(frames + 1):
+        M = cv2.getRotationMatrix2D((width / 2, height / 2), 5 * np.sin(t / 5), 1.0 + 0.1 * np.sin(t / 7))
+        M[:, 2] += (15 * np.sin(t / 4), 10 * np.cos(t / 6))
+        clip.append(cv2.warpAffine(canvas, M, (width, height)))
+    est = MediaPipeEstimator(static_image_mode=False)
+    est(clip[0])
+    t0, c0 = time.perf_counter(), time.process_time()
+    found = sum(bool(est(f)) for f in clip[1:])
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    est.close()
+    # cpu_s_per_frame: CPU seconds (all threads) per frame, a load-independent cost measure
+    return {"frames": frames, "size": f"{width}x{height}", "fps": round(frames / dt, 1), "found": found,
+            "cpu_s_per_frame": round(cpu / frames, 4), "cpu_count": os.cpu_count()}
+
+
+if __name__ == "__main__":
+    print(benchmark())

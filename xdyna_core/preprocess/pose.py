@@ -9,8 +9,10 @@ Format (`Keypoints`), everything in PIXELS of the analysed image, confidence in 
 - ``face``  [68, 3]: iBUG-68 order, so the official S-Face patch indices (face.py) apply.
 
 Confidence thresholds: a point is used (drawn, retargeted, counted in a bbox) when its confidence
-is >= ``MIN_CONFIDENCE`` (0.3), the threshold DWPose applies before drawing. Estimators that have
-no per-point score (mediapipe hands / face mesh) give their points the detection's score.
+is >= ``MIN_CONFIDENCE`` (0.3), the threshold DWPose applies before drawing. DWPose gives SimCC
+scores (clipped to 0..1); mediapipe gives BlazePose visibility for the body and no per-point score
+for hands and face mesh, whose points get 1 when the hand / face was found. A person counts as
+found with >= 3 confident body points (``has_body``), a face with >= 60 confident landmarks.
 
 Estimators (``get_estimator``):
 - ``"mediapipe"`` (embedded, offline): mediapipe 0.10.21 legacy Holistic, which ships its models

@@ -7,8 +7,9 @@ The official X-Dyna code has none (pose videos are used as they are). Modes:
   (the first frame where the driving person is found). Scale = reference body span / driving body
   span, where the span is the neck → mid-ankles distance, or, when either person lacks ankles,
   neck → mid-knees, neck → mid-hips, shoulder width, neck → nose (first level both people have).
-  Translation puts the driving anchor point on the reference's: x of the mid-hips (else the neck),
-  y of the lowest common level (ankles, knees, hips, neck), so feet stand where the reference's stand.
+  Translation puts the driving anchor point on the reference's: x of the mid-hips (the neck when
+  either lacks hips), y of the lowest level both have (ankles, knees, hips, neck), so the feet stand
+  where the reference's stand.
 - ``"limbs"``: every bone of the kinematic tree rooted at the neck gets the reference's length:
   child' = parent' + r_bone·(child − parent), r_bone = reference length / driving length (driving
   length = 90th percentile over the clip, robust to foreshortening; bones the reference lacks use
@@ -91,11 +92,12 @@ def _levels(kp: Keypoints) -> dict:
 LEVEL_ORDER = ("ankles", "knees", "hips", "shoulders", "head")
 
 
-def _anchor_x(kp: Keypoints) -> float:
-    m = _mid(kp, "r_hip", "l_hip")
-    if m is None:
-        m = _neck(kp)
-    return float(m[0])
+def _anchor_xs(a: Keypoints, b: Keypoints) -> tuple[float, float]:
+    """Anchor x of two people measured the same way: mid-hips when both have hips, else the neck."""
+    ha, hb = _mid(a, "r_hip", "l_hip"), _mid(b, "r_hip", "l_hip")
+    if ha is None or hb is None:
+        ha, hb = _neck(a), _neck(b)
+    return float(ha[0]), float(hb[0])
 
 
 def global_transform(driving: Keypoints, reference: Keypoints) -> tuple[float, float, float, str]:
@@ -106,10 +108,10 @@ def global_transform(driving: Keypoints, reference: Keypoints) -> tuple[float, f
         raise InputError("Cannot measure the body in the driving frame and the reference photo at a common "
                          "level (neck plus hips, knees, ankles, both shoulders or nose); use retarget='none'.")
     s = lr[level][0] / ld[level][0]
-    # anchor y: lowest level both have (feet on the reference's feet), x: mid-hips / neck
-    y_level = next(lv for lv in ("ankles", "knees", "hips", "head") if lv in ld and lv in lr) \
-        if any(lv in ld and lv in lr for lv in ("ankles", "knees", "hips", "head")) else level
-    dx = _anchor_x(reference) - s * _anchor_x(driving)
+    # anchor y: the lowest level both have (feet on the reference's feet); "head" = the neck height
+    y_level = next(lv for lv in ("ankles", "knees", "hips", "head", "shoulders") if lv in ld and lv in lr)
+    ax_ref, ax_drv = _anchor_xs(reference, driving)
+    dx = ax_ref - s * ax_drv
     dy = lr[y_level][1] - s * ld[y_level][1]
     return float(s), float(dx), float(dy), level
 
@@ -207,8 +209,9 @@ def retarget_sequence(driving: Sequence[Keypoints | None], reference: Keypoints 
     limbed = [None if k is None else _limbs_frame(k, ratios, s) for k in driving]
     # re-anchor: put the anchor frame's anchor point where the reference's is
     la, lr = _levels(limbed[anchor]), _levels(reference)
-    y_level = next((lv for lv in ("ankles", "knees", "hips", "head") if lv in la and lv in lr), None)
-    ox = _anchor_x(reference) - _anchor_x(limbed[anchor])
+    y_level = next((lv for lv in ("ankles", "knees", "hips", "head", "shoulders") if lv in la and lv in lr), None)
+    ax_ref, ax_drv = _anchor_xs(reference, limbed[anchor])
+    ox = ax_ref - ax_drv
     oy = (lr[y_level][1] - la[y_level][1]) if y_level else 0.0
     out = [None if k is None else k.transformed(1.0, ox, oy) for k in limbed]
     named = {f"{p}-{c}": float(r) for (p, c), r in ratios.items()}
