@@ -153,6 +153,22 @@ def test_embedded_landmarks_on_real_photos(name, landmarker, photos):
         assert out[int(p[1]), int(p[0]), :3].any()
 
 
+def test_landmarker_choice():
+    from xdyna_core.errors import MissingWeightsError
+    from xdyna_core.preprocess.face import MediaPipeFaceLandmarker
+
+    # face_alignment / insightface are optional; without them (or their weights) "auto" is the
+    # embedded landmarker, and asking for them by name says what is missing
+    try:
+        import face_alignment  # noqa: F401
+    except ImportError:
+        assert isinstance(get_face_landmarker("auto"), MediaPipeFaceLandmarker)
+        with pytest.raises(MissingWeightsError, match="face-alignment"):
+            get_face_landmarker("face_alignment")
+    with pytest.raises(InputError):
+        get_face_landmarker("dlib")
+
+
 def test_no_face_in_a_photo_without_people(landmarker):
     import skimage.data
 
