@@ -59,18 +59,35 @@ def encode(path, frames, fps=30, codec="libx264", pix_fmt="yuv420p", fmt=None, t
     return path
 
 
-def moving_photo_clip(photo: np.ndarray, num_frames: int = 16, height: int = 320, width: int = 240):
-    """A clip made by moving a real photo: zoom from 0.55x to 0.75x while panning right and down.
+def moving_photo_clip(photo: np.ndarray, num_frames: int = 16, height: int = 384, width: int = 384,
+                      zoom=(0.45, 0.6), start=(10.0, 10.0), end=(60.0, 50.0), angle=(0.0, 0.0)):
+    """A clip made by moving a real photo on a black frame: it zooms from zoom[0] to zoom[1] and
+    turns from angle[0] to angle[1] degrees (counter-clockwise, about the photo's centre) while the
+    photo's (unturned) top-left corner pans from `start` to `end` (pixels).
 
-    Returns (frames uint8 [T,H,W,3], transforms [(scale, dx, dy)]) with frame t = photo mapped by
-    x' = scale * x + dx (black outside the photo)."""
+    Returns (frames uint8 [T,H,W,3], transforms [T,2,3]) with frame t = photo mapped by
+    [x', y'] = A_t @ [x, y, 1] in continuous pixel coordinates."""
     import cv2
 
+    ph, pw = photo.shape[:2]
     frames, mats = [], []
     for t in range(num_frames):
         a = t / max(1, num_frames - 1)
-        s, dx, dy = 0.55 + 0.2 * a, -20.0 + 40.0 * a, 10.0 + 25.0 * a
-        m = np.array([[s, 0.0, dx + 0.5 * s - 0.5], [0.0, s, dy + 0.5 * s - 0.5]])
+        s = zoom[0] + (zoom[1] - zoom[0]) * a
+        th = np.deg2rad(angle[0] + (angle[1] - angle[0]) * a)
+        dx, dy = start[0] + (end[0] - start[0]) * a, start[1] + (end[1] - start[1]) * a
+        rot = s * np.array([[np.cos(th), np.sin(th)], [-np.sin(th), np.cos(th)]])  # CCW on screen
+        c = np.array([pw / 2.0, ph / 2.0])
+        shift = np.array([dx, dy]) + s * c - rot @ c  # scale about the corner, turn about the centre
+        A = np.c_[rot, shift]
+        # cv2 works on pixel centres: x'_c + 0.5 = A [x_c + 0.5, y_c + 0.5, 1]
+        m = A.copy()
+        m[:, 2] = A[:, 2] + rot @ np.array([0.5, 0.5]) - 0.5
         frames.append(cv2.warpAffine(photo, m, (width, height), flags=cv2.INTER_AREA))
-        mats.append((s, dx, dy))
-    return np.stack(frames), mats
+        mats.append(A)
+    return np.stack(frames), np.stack(mats)
+
+
+def apply_affine(A: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    xy = np.asarray(xy, np.float64)
+    return xy @ A[:, :2].T + A[:, 2]
