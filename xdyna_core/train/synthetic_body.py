@@ -12,6 +12,7 @@ from __future__ import annotations
 import colorsys
 from dataclasses import asdict, dataclass, fields, replace
 
+import cv2
 import numpy as np
 
 from . import synthetic_face as sf
@@ -231,11 +232,12 @@ def person_states(ch: Character, motion: Choreography, times) -> dict:
     including swinging hair strands, skirt and cape (simulated on a fixed grid from SIM_START,
     so the state at a time never depends on which frames are asked for)."""
     times = np.asarray(times, np.float64)
-    pose = body_pose(motion.angles(times), ch, times)
+    channels = motion.angles(times)
+    pose = body_pose(channels, ch, times)
     n = len(times)
     hu = ch.head_unit
     st = dict(pose)
-    st["face_ch"] = motion.angles(times)  # expression channels (cheap, recomputed for clarity)
+    st["face_ch"] = channels  # hand curl and facial expression channels
     roots, out = _hair_roots(ch)
     need_sim = roots is not None or ch.cape or ch.bottom in ("skirt", "dress")
     if need_sim:
@@ -253,14 +255,17 @@ def person_states(ch: Character, motion: Choreography, times) -> dict:
             strands = chains(anchor, offs, ch.hair_freq, ch.hair_damping)
             st["hair"] = interp_time(grid, strands, times)  # [T,K,J+1,3]
         if ch.bottom in ("skirt", "dress"):
-            K = 9
-            x = np.linspace(-1.0, 1.0, K)
+            # a ring of hanging panels round the hips, flaring out; drawn as their outline
+            K = 12
+            th = np.arange(K) * TAU / K
             hip_half = ch.hip_w / 2 + 0.055 * ch.height * ch.girth
-            flare = 1.25 + 0.35 * ch.hair_volume
+            hip_depth = 0.085 * ch.height * ch.girth
+            flare = 1.3 + 0.35 * ch.hair_volume
             skirt_len = (0.2 + 0.08 * ch.hair_volume) * ch.height
-            local_anchor = np.stack([x * hip_half * 0.95, np.full(K, -0.02 * ch.height), 0.06 * ch.height * np.sqrt(1 - x ** 2 * 0.9)], 1)
+            local_anchor = np.stack([np.sin(th) * hip_half * 0.95, np.full(K, -0.02 * ch.height), np.cos(th) * hip_depth], 1)
             anchor = gp["pelvis"][:, None] + np.einsum("gij,kj->gki", gp["R_root"], local_anchor)
-            local_dir = normalize(np.stack([x * (flare - 0.95) * hip_half / skirt_len, -np.ones(K), 0.15 * np.sqrt(1 - x ** 2 * 0.9)], 1))
+            out_ = (flare - 0.95) * hip_half / skirt_len
+            local_dir = normalize(np.stack([np.sin(th) * out_, -np.ones(K), np.cos(th) * out_ * 0.8], 1))
             d = normalize(np.einsum("gij,kj->gki", gp["R_root"], local_dir))
             offs = np.repeat(d[:, :, None], 2, axis=2) * (skirt_len / 2)
             st["skirt"] = interp_time(grid, chains(anchor, offs, ch.cloth_freq, ch.cloth_damping), times)
@@ -275,10 +280,9 @@ def person_states(ch: Character, motion: Choreography, times) -> dict:
             st["cape"] = interp_time(grid, chains(anchor, offs, 0.8 * ch.cloth_freq, ch.cloth_damping), times)
     # hands (21 points each; person's right hand is on the image left when facing the camera)
     hands = []
-    for i, side in ((1, -1.0), (0, 1.0)):  # Keypoints order: LEFT hand first, then RIGHT
-        key = "l" if i == 0 else "r"
+    for i, key, thumb in ((1, "l", 1.0), (0, "r", -1.0)):  # Keypoints order: LEFT hand, then RIGHT
         hands.append(hand_points(pose["wrists"][:, i], pose["hand_dirs"][:, i], st["face_ch"][f"{key}_curl"],
-                                 ch.hand_len, side=-side))
+                                 ch.hand_len, side=thumb))
     st["hands"] = np.stack(hands, 1)  # [T, 2(left,right), 21, 3]
     # face landmarks and irises, per frame (expression changes every frame)
     lm = np.zeros((n, 68, 3))
@@ -528,11 +532,18 @@ def draw_person(canvas: rz.Canvas, ch: Character, st: dict, k: int, proj: Projec
         parts.append((key, lambda pts=pts, foot=foot, mats=mats: _paint_tube(
             canvas, rz.tubes(canvas, [(pts, leg_r), (foot, foot_r, 1e6)]), mats, S)))
     if "skirt" in st:
-        sk = P(st["skirt"])  # [K, 3, 2]
-        sk = sk[np.argsort(sk[:, 0, 0])]
-        left, right = sorted([wai - n_low[0] * ww * 1.02, wai + n_low[0] * ww * 1.02], key=lambda p: p[0])
-        hem = sk[np.argsort(sk[:, -1, 0]), -1]  # sorted: a swinging hem never folds the outline
-        outline = rz.smooth_polyline(np.concatenate([[left], sk[:1, 0], hem, sk[-1:, 0], [right]], 0), 1)
+        sk = P(st["skirt"]).reshape(-1, 2)  # every panel point, [K * 3, 2]
+        # the legs push the cloth: the upper thighs always stay inside the skirt (no collisions
+        # are simulated, so a skirt swinging one way would otherwise uncover the other leg)
+        thighs = []
+        for i in range(2):
+            for f in (0.0, 0.35, 0.7):
+                c_ = hips[i] + (knees[i] - hips[i]) * f
+                nrm = _perp(hips[i][None], knees[i][None])[0]
+                thighs += [c_ + nrm * leg_r[0] * 1.08, c_ - nrm * leg_r[0] * 1.08]
+        pts = np.concatenate([sk, [wai - n_low[0] * ww * 1.02, wai + n_low[0] * ww * 1.02], thighs], 0)
+        hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
+        outline = rz.smooth_polyline(hull, 1)
         parts.append((zt - 0.04 * S + 0.003, lambda: _fabric_poly(canvas, outline, bot, S, wai, pel - wai, shade=0.2)))
     # -- arms with their hands --
     el, wr = P(st["elbows"]), P(st["wrists"])

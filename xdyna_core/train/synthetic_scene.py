@@ -71,7 +71,7 @@ class Scene:
             speed=float(r.choice([-1, 1]) * r.uniform(0.03, 0.12)),
             flicker=float(r.uniform(0.3, 1.0)),
             count=int(r.integers(3, 8)),
-            ground=ground if person else ("none" if kind in ("water", "fire", "gradient") or r.random() < 0.5 else ground),
+            ground=ground if person else ("none" if kind != "sky" or r.random() < 0.4 else str(r.choice(["grass", "sand"]))),
             person_height=float(r.uniform(0.62, 0.86)),
             person_x=float(r.uniform(0.4, 0.6)),
             floor_y=float(r.uniform(0.91, 0.975)),
@@ -121,12 +121,14 @@ def _sky(sc: Scene, t, H, W):
         x = ((pos[i] + speed * t) % 1.4 - 0.2) * w
         y = (0.08 + 0.7 * sc.horizon * pos[i + 8]) * h
         s = (0.35 + 0.5 * size[i]) * w * 0.35
-        for j in range(4):
-            dx = (j - 1.5) * s * 0.55
-            dy = np.sin(ph[i] + j * 1.7) * s * 0.18
-            cv2.ellipse(alpha, (int(x + dx), int(y + dy)), (max(1, int(s * (0.5 + 0.25 * np.cos(ph[i] + j)))), max(1, int(s * 0.32))),
-                        0, 0, 360, 1.0, -1, lineType=cv2.LINE_AA)
-    alpha = cv2.GaussianBlur(alpha, (0, 0), max(0.8, w / 40))
+        for j in range(6):
+            dx = (j - 2.5) * s * 0.4
+            dy = np.sin(ph[i] + j * 1.7) * s * 0.15 - s * 0.1 * (1 - abs(j - 2.5) / 2.5)
+            rad = s * (0.35 + 0.2 * np.cos(ph[i] + j * 2.3))
+            cv2.circle(alpha, (int((x + dx) * 4), int((y + dy) * 4)), max(1, int(rad * 4)), 1.0, -1,
+                       lineType=cv2.LINE_AA, shift=2)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, w / 22))
+    alpha = np.clip(alpha * 1.3, 0, 1)
     alpha = cv2.resize(alpha, (W, H), interpolation=cv2.INTER_LINEAR)[..., None]
     shade = np.linspace(1.0, 0.82, H, dtype=np.float32)[:, None, None]
     return img * (1 - alpha * 0.9) + alpha * 0.9 * np.array([0.98, 0.97, 0.96], np.float32) * shade
@@ -177,7 +179,7 @@ def _stage(sc: Scene, t, H, W):
         beam = np.exp(-((xx - cx - (yy - cy) * 0.3 * np.sin(ph[i + 1])) ** 2) / (2 * (0.03 + 0.05 * yy) ** 2)) * (yy > cy)
         acc += (beam * 0.18 * fl)[..., None] * col
     acc = cv2.resize(acc, (W, H), interpolation=cv2.INTER_LINEAR)
-    return img + acc * 0.9
+    return img + (1.0 - np.exp(-acc * 0.9)) * 0.95  # soft tone curve: overlapping lights never clip flat
 
 
 def _gradient(sc: Scene, t, H, W):
@@ -202,32 +204,42 @@ def _gradient(sc: Scene, t, H, W):
     return img + bok * (1 - img) * 0.8
 
 
-def _noise_field(seed, h, w):
+def _noise_field(seed, h, w, cells=(6, 5)):
+    """Smooth value noise [h, w] that tiles (wraps) in both directions."""
     r = _rng(seed, 0xF1E)
-    n = r.random((h // 2 + 2, w // 2 + 2)).astype(np.float32)
-    return cv2.resize(n, (w * 2, h * 2), interpolation=cv2.INTER_CUBIC)
+    gy, gx = cells
+    g = r.random((gy, gx)).astype(np.float32)
+    g = np.pad(g, 2, mode="wrap")
+    big = cv2.resize(g, ((gx + 4) * w // gx, (gy + 4) * h // gy), interpolation=cv2.INTER_CUBIC)
+    oy, ox = 2 * h // gy, 2 * w // gx
+    return np.ascontiguousarray(big[oy:oy + h, ox:ox + w])
 
 
 def _fire(sc: Scene, t, H, W):
+    """Flames: two octaves of tiling noise, taller than wide, rising and swaying, shaped by a
+    heat profile that fades upwards, through a black-red-orange-yellow-white ramp."""
     img = _vgrad(sc.colors[0], sc.colors[1], H, W)
     h, w = _low(H, W)
-    n = _noise_field(sc.seed, h, w)  # [2h, 2w], scrolled upwards with wobble
-    rise = t * (1.2 + abs(sc.speed) * 6) * h
-    yy = (np.arange(h)[:, None] + rise) % n.shape[0]
-    xx = (np.arange(w)[None, :] + 2.0 * np.sin(t * 1.7 + np.arange(h)[:, None] / h * 6)) % n.shape[1]
-    a = cv2.remap(n, xx.astype(np.float32), np.broadcast_to(yy, (h, w)).astype(np.float32), cv2.INTER_LINEAR,
+    n1 = _noise_field(sc.seed, 2 * h, w, (4, 5))
+    n2 = _noise_field(sc.seed + 1, h, w, (4, 9))
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    rise = t * (0.45 + 2.0 * abs(sc.speed)) * h
+    sway = 0.06 * w * np.sin(t * 1.3 + ys / h * 4.0 + sc.params["phases"][0])
+    a = cv2.remap(n1, np.broadcast_to((xs + sway) % w, (h, w)).astype(np.float32),
+                  np.broadcast_to((ys * 0.8 + rise) % (2 * h), (h, w)).astype(np.float32), cv2.INTER_LINEAR,
                   borderMode=cv2.BORDER_WRAP)
-    yy2 = (np.arange(h)[:, None] * 0.5 + rise * 1.7 + 7) % n.shape[0]
-    b = cv2.remap(n, (np.arange(w)[None, :] * 0.5 + 3 + 0 * yy2).astype(np.float32), np.broadcast_to(yy2, (h, w)).astype(np.float32),
-                  cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
-    height = np.linspace(0, 1, h, dtype=np.float32)[:, None]  # 0 top, 1 bottom
-    base = np.clip((height - (1 - sc.horizon * 0.9)) / 0.35 + 0.5, 0, 1.5)
-    heat = np.clip(base * (0.55 * a + 0.45 * b) * 1.6 - 0.35, 0, 1)
-    heat *= 0.85 + 0.15 * sc.flicker * np.sin(t * 11 + sc.params["phases"][0])
-    heat = cv2.resize(heat, (W, H), interpolation=cv2.INTER_LINEAR)
-    fire = np.stack([np.clip(heat * 2.2, 0, 1), np.clip(heat * 2.0 - 0.6, 0, 1), np.clip(heat * 3 - 2.2, 0, 1)], -1)
-    glow = np.clip(heat, 0, 1)[..., None]
-    return img * (1 - glow) + fire
+    b = cv2.remap(n2, np.broadcast_to((xs - sway * 0.5) % w, (h, w)).astype(np.float32),
+                  np.broadcast_to((ys + rise * 1.6) % h, (h, w)).astype(np.float32), cv2.INTER_LINEAR,
+                  borderMode=cv2.BORDER_WRAP)
+    top = 1.0 - (0.3 + 0.55 * sc.horizon)          # where the flames fade out (fraction of height)
+    profile = np.clip((ys / h - top) / (1.0 - top), 0, 1) ** 0.8
+    heat = profile * 1.25 + (0.65 * a + 0.35 * b - 0.5) * 1.4 - 0.25
+    heat *= 1.0 + 0.08 * sc.flicker * np.sin(t * 9.0 + sc.params["phases"][1])
+    heat = cv2.resize(np.clip(heat, 0, 1.2).astype(np.float32), (W, H), interpolation=cv2.INTER_LINEAR)
+    fire = np.stack([np.clip(heat * 2.4, 0, 1), np.clip(heat * 2.0 - 0.55, 0, 1), np.clip(heat * 2.6 - 1.9, 0, 1)], -1)
+    glow = np.clip(heat * 1.5, 0, 1)[..., None]
+    return img * (1 - glow) + fire * glow + np.array([0.25, 0.08, 0.0], np.float32) * np.clip(heat, 0, 1)[..., None] * 0.3
 
 
 def _ground(sc: Scene, img, t):
