@@ -1,25 +1,416 @@
-"""X-Dyna Studio web app (Gradio Blocks). Placeholder until the app issue lands:
-it serves a page that says what the engine can do from the command line."""
+"""X-Dyna Studio: animate a photo of a person with the motion of a driving clip.
 
+Gradio Blocks UI, wiring only: every decision about models, limits, files and progress lives
+in `xdyna_core.studio`. Heavy libraries (torch, diffusers, mediapipe) load on first use (and
+in a background warm-up after the page is served), so `python app.py` is up in seconds.
+
+Hosting: `python app.py` honours GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and GRADIO_SHARE;
+XDYNA_* variables set the model and the limits (see `xdyna_core/studio.py`). On a Hugging
+Face ZeroGPU Space the generation runs under `spaces.GPU` when the package is installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
 import os
+import random
+import threading
 
 import gradio as gr
 
-import xdyna_core
+from xdyna_core import studio
+from xdyna_core.errors import Cancelled, InputError, XDynaError
+
+log = logging.getLogger("xdyna.app")
+
+LIMITS = studio.limits_from_env()
+WORKSPACE = studio.Workspace(max_age_s=LIMITS.temp_max_age_s)
+MODELS = studio.ModelManager()
+_CANCEL: dict = {}  # session -> threading.Event that the running job checks at every step
+_CANCEL_LOCK = threading.Lock()
+
+try:  # ZeroGPU on Hugging Face Spaces: a GPU is attached only while a decorated call runs
+    import spaces
+
+    _on_gpu = spaces.GPU(duration=LIMITS.gpu_duration_s)
+except ImportError:
+    spaces = None
+
+    def _on_gpu(fn):
+        return fn
+
+
+CSS = """
+#title { margin-bottom: 0; }
+.step-heading { margin-top: 0.6em; }
+#status { min-height: 2.5em; }
+"""
+
+INTRO = """# X-Dyna Studio
+**Make a photo dance.** Give a photo of a person and a short clip of someone moving.
+**Step 1** reads the movement from the clip (a stick-figure skeleton and the face) and fits it to your photo,
+so you can check it before spending time. **Step 2** animates your photo with that movement —
+hair, clothes and background keep moving naturally."""
+
+HOW_TO = (
+    "Full-body photos facing the camera work best. The clip's person can be anywhere in the frame: "
+    "the movement is re-sized to your photo's person."
+)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------
+
+
+def _session(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "default"
+
+
+def _new_cancel_event(request: gr.Request | None) -> threading.Event:
+    """A fresh event per job: a cancelled job that is still finishing its current step keeps
+    its own (set) event, so starting the next job cannot un-cancel it."""
+    event = threading.Event()
+    with _CANCEL_LOCK:
+        _CANCEL[_session(request)] = event
+    return event
+
+
+def _forget_session(request: gr.Request):
+    with _CANCEL_LOCK:
+        event = _CANCEL.pop(_session(request), None)
+    if event is not None:
+        event.set()  # the visitor left: stop whatever they started
+
+
+def _friendly_errors(fn):
+    """Show people a message, never a traceback: our own errors say what to do; anything
+    unexpected is logged in full and summarised in one sentence."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Cancelled:
+            raise gr.Error("Stopped — nothing was saved. Change settings and press Animate again.",
+                           title="Stopped", print_exception=False) from None
+        except InputError as err:
+            raise gr.Error(str(err), title="Please check your input", print_exception=False) from None
+        except XDynaError as err:
+            raise gr.Error(str(err), title="Cannot do that here", print_exception=False) from None
+        except Exception as err:  # noqa: BLE001 - last line of defence for people
+            log.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(f"Something went wrong on the server ({type(err).__name__}). Details are in the "
+                           "server log. Please try again, or with a different photo, clip or settings.",
+                           title="Error", print_exception=False) from None
+
+    return wrapper
+
+
+def _progress_fn(progress: gr.Progress):
+    return lambda frac, text: progress(frac, desc=text)
+
+
+def _motion_settings(resolution: str, fps: str, max_frames, retarget: str) -> studio.MotionSettings:
+    width, height = studio.parse_resolution(resolution)
+    return studio.MotionSettings(height=height, width=width, fps=studio.parse_fps(fps),
+                                 max_frames=int(max_frames), retarget=retarget).validate(LIMITS)
+
+
+# --------------------------------------------------------------------------------------
+# Event handlers
+# --------------------------------------------------------------------------------------
+
+
+@_friendly_errors
+def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request: gr.Request = None,
+            progress=gr.Progress()):
+    """Step 1: read the movement of `driving_clip` and fit it to the person in `photo`.
+    Returns the skeleton video, the face-patch video, the fitted skeleton drawn on the photo,
+    and facts about the clip (markdown)."""
+    settings = _motion_settings(resolution, fps, max_frames, retarget)
+    cancel = _new_cancel_event(request)
+    ex = studio.extract(photo, driving_clip, settings, limits=LIMITS, workdir=WORKSPACE.new_job("extract"),
+                        progress=_progress_fn(progress), cancel=cancel)
+    for text in ex.warnings:
+        gr.Warning(text)
+    return str(ex.skeleton_video), str(ex.face_video), ex.overlay, ex.facts, ex
+
+
+@_on_gpu
+def _generate(extracted, settings, model_choice, progress, cancel):
+    """The part that needs the GPU (under `spaces.GPU` on ZeroGPU): load the model, generate."""
+    model = MODELS.get(model_choice, progress=progress)
+    result = studio.animate(extracted, settings, model, workdir=WORKSPACE.new_job("animate"),
+                            progress=progress, cancel=cancel)
+    return model.label, result
+
+
+@_friendly_errors
+def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
+            guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
+            window_schedule="blend", motion_state=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+    """Step 2: animate `photo` with the movement of `driving_clip`. Re-uses the motion from
+    step 1 when photo, clip and motion settings are unchanged (otherwise extracts it first).
+    Returns the generated video, the side-by-side video (driving | skeleton | generated), the
+    files to download, and a status line."""
+    motion_settings = _motion_settings(resolution, fps, max_frames, retarget)
+    settings = studio.GenerationSettings(
+        prompt=prompt or "", negative_prompt=negative_prompt or "", num_inference_steps=int(steps),
+        guidance_scale=float(guidance_scale), adapter_scale=float(adapter_scale),
+        pose_conditioning_scale=float(pose_strength), face_conditioning_scale=float(face_strength),
+        seed=int(seed), window_overlap=int(window_overlap), window_schedule=window_schedule).validate(LIMITS)
+    cancel = _new_cancel_event(request)
+    report = _progress_fn(progress)
+
+    extracted, previews = motion_state, [gr.skip()] * 4
+    key = studio.extraction_key(studio.check_photo(photo, LIMITS), studio.check_clip(driving_clip, LIMITS)[0],
+                                motion_settings)
+    reused = extracted is not None and extracted.key == key
+    if not reused:
+        extracted = studio.extract(photo, driving_clip, motion_settings, limits=LIMITS,
+                                   workdir=WORKSPACE.new_job("extract"), progress=report, cancel=cancel)
+        previews = [str(extracted.skeleton_video), str(extracted.face_video), extracted.overlay, extracted.facts]
+        for text in extracted.warnings:
+            gr.Warning(text)
+
+    label, result = _generate(extracted, settings, model, report, cancel)
+    status = studio.describe_result(result, label, reused)
+    return (str(result.video), str(result.side_by_side), [str(result.video), str(result.side_by_side)],
+            status, *previews, extracted)
+
+
+def clip_uploaded(driving_clip):
+    """Check an upload at once, so a wrong file is reported before anyone presses a button."""
+    if not driving_clip:
+        return "*Facts about your clip appear here after step 1.*"
+    try:
+        path, info = studio.check_clip(driving_clip, LIMITS)
+    except XDynaError as err:
+        gr.Warning(str(err), title="This clip cannot be used")
+        return f"**This clip cannot be used:** {err}"
+    return studio.describe_clip(path, info)
+
+
+def cancel(request: gr.Request = None):
+    """Stop the running job of this visitor within one denoising step."""
+    with _CANCEL_LOCK:
+        event = _CANCEL.get(_session(request))
+    if event is not None:
+        event.set()
+    return "Stopped. Nothing was saved — change settings and press **Animate** again."
+
+
+def system_info(model_choice):
+    """Device, precision and memory of this server, and what the chosen model means here."""
+    try:
+        return studio.describe_system(model_choice, MODELS)
+    except Exception:  # noqa: BLE001 - an info line must never break the page
+        log.exception("system info failed")
+        return "Device information is not available."
+
+
+PRESET_FIELDS = ("resolution", "guidance_scale", "adapter_scale", "pose_strength", "face_strength", "steps",
+                 "window_overlap", "window_schedule", "seed", "prompt", "negative_prompt")
+
+
+def apply_preset(name, model_choice):
+    """Set the settings from a preset file in presets/ (the model stays as chosen)."""
+    p = studio.preset_values(name, LIMITS, model_choice)
+    return [p[k] for k in PRESET_FIELDS]
+
+
+def model_changed(model_choice):
+    """A new model brings its own preset (its size, steps and guidance) and system line."""
+    name = studio.preset_for_model(model_choice)
+    return [system_info(model_choice), name, *apply_preset(name, model_choice)]
+
+
+# --------------------------------------------------------------------------------------
+# Page
+# --------------------------------------------------------------------------------------
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="X-Dyna Studio") as demo:
-        gr.Markdown(
-            f"# X-Dyna Studio {xdyna_core.__version__}\n"
-            "The studio UI is being built. Use the `xdyna` command line meanwhile: "
-            "`xdyna animate --help`."
-        )
+    model_default = studio.default_model_choice()
+    preset_default = studio.preset_for_model(model_default)
+    p = studio.preset_values(preset_default, LIMITS, model_default)
+    sizes = [studio.native_size(c) for _, c in studio.model_choices()]
+
+    with gr.Blocks(title="X-Dyna Studio — make a photo dance",
+                   delete_cache=(600, int(LIMITS.temp_max_age_s))) as demo:
+        gr.Markdown(INTRO, elem_id="title")
+        with gr.Row(equal_height=True):
+            model = gr.Dropdown(studio.model_choices(), value=model_default, label="Model", elem_id="model",
+                                info="The tiny model runs anywhere in seconds but looks rough; official X-Dyna "
+                                     "gives the real quality on a big GPU.", scale=3)
+            preset = gr.Dropdown(studio.preset_choices(), value=preset_default, label="Quality preset",
+                                 elem_id="preset", scale=2,
+                                 info="Fills in all the settings below; you can still change any of them.")
+        sysinfo = gr.Markdown("Checking this machine…", elem_id="system")
+
+        # ---------------- step 1 ----------------
+        gr.Markdown("## Step 1 · Your photo and the movement to copy", elem_classes="step-heading")
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Row():
+                    photo = gr.Image(type="filepath", label="Photo of a person", elem_id="photo",
+                                     sources=["upload", "clipboard"], height=320)
+                    clip = gr.Video(label="Driving clip (the dance)", elem_id="clip",
+                                    sources=["upload"], height=320)
+                gr.Markdown(HOW_TO + f" Up to {LIMITS.max_upload_mb:.0f} MB and "
+                            f"{LIMITS.max_clip_seconds:.0f} s per file.", elem_id="howto")
+                examples = studio.example_pairs()
+                if examples:
+                    gr.Examples(examples, inputs=[photo, clip], label="Or start from an example (click one)",
+                                elem_id="examples", cache_examples=False)
+                with gr.Accordion("Motion settings", open=True):
+                    with gr.Row():
+                        resolution = gr.Dropdown(studio.resolution_choices(LIMITS, extra=sizes), value=p["resolution"],
+                                                 label="Video size (width × height)", elem_id="resolution",
+                                                 info="Bigger is sharper but slower. The tiny model was made "
+                                                      "for small sizes.")
+                        fps = gr.Dropdown(studio.fps_choices(), value="15", label="Frame rate",
+                                          elem_id="fps", info="Fewer frames per second = faster, choppier.")
+                    with gr.Row():
+                        max_frames = gr.Slider(1, LIMITS.max_frames, value=min(studio.DEFAULT_FRAMES, LIMITS.max_frames), step=1,
+                                               label="Frames to animate", elem_id="max_frames",
+                                               info=f"Only the start of the clip is used (up to "
+                                                    f"{LIMITS.max_frames} frames on this server).")
+                        retarget = gr.Radio(studio.retarget_choices(), value="global", label="Fit the movement "
+                                            "to my photo", elem_id="retarget",
+                                            info="Whole body: resize and move the dancer to your person. "
+                                                 "Limb by limb: also match arm and leg lengths. Off: copy as is.")
+                extract_btn = gr.Button("① Extract motion", variant="secondary", elem_id="extract-btn")
+            with gr.Column(scale=1):
+                with gr.Row():
+                    skeleton = gr.Video(label="Skeleton to follow", elem_id="skeleton",
+                                        interactive=False, height=320, autoplay=True, loop=True)
+                    faces = gr.Video(label="Face patches", elem_id="faces",
+                                     interactive=False, height=320, autoplay=True, loop=True)
+                with gr.Row():
+                    overlay = gr.Image(label="Fitted to your photo", elem_id="overlay",
+                                       interactive=False, height=320)
+                    facts = gr.Markdown("*Facts about your clip appear here after step 1.*", elem_id="facts")
+
+        # ---------------- step 2 ----------------
+        gr.Markdown("## Step 2 · Animate", elem_classes="step-heading")
+        with gr.Row():
+            with gr.Column(scale=1):
+                with gr.Row():
+                    pose_strength = gr.Slider(0.0, 2.0, value=p["pose_strength"], step=0.05,
+                                              label="Follow the body movement", elem_id="pose_strength",
+                                              info="How strictly the body follows the skeleton. 0 ignores it.")
+                    face_strength = gr.Slider(0.0, 2.0, value=p["face_strength"], step=0.05,
+                                              label="Copy the facial expressions", elem_id="face_strength",
+                                              info="How strongly eyes and mouth follow the clip's face. "
+                                                   "0 ignores it.")
+                with gr.Row():
+                    adapter_scale = gr.Slider(0.0, 2.0, value=p["adapter_scale"], step=0.05,
+                                              label="Look like my photo", elem_id="adapter",
+                                              info="How strongly every frame copies the look of your photo "
+                                                   "(1 = as trained). Lower lets hair, clothes and background "
+                                                   "move more freely.")
+                    guidance_scale = gr.Slider(0.0, 15.0, value=p["guidance_scale"], step=0.5,
+                                               label="Follow the photo and prompt", elem_id="guidance",
+                                               info="Higher sticks closer to your photo and words; too high looks "
+                                                    "harsh. Under 1 switches this off (twice as fast).")
+                with gr.Row():
+                    steps = gr.Slider(1, LIMITS.max_steps, value=p["steps"], step=1, label="Quality steps",
+                                      elem_id="steps", info="More steps = cleaner but slower (25 is the "
+                                                            "official setting).")
+                    with gr.Column():
+                        seed = gr.Number(value=p["seed"], precision=0, minimum=0, maximum=2**31 - 1, label="Seed",
+                                         elem_id="seed", info="Same seed + same settings = the same video.")
+                        dice = gr.Button("New random seed", elem_id="dice", size="sm")
+                with gr.Accordion("More settings: prompt, long videos", open=False, elem_id="more"):
+                    prompt = gr.Textbox(value=p["prompt"], label="Describe the scene (optional)", elem_id="prompt",
+                                        lines=1, info="The photo matters much more than words; X-Dyna works "
+                                                      "with an empty prompt.")
+                    negative_prompt = gr.Textbox(value=p["negative_prompt"], label="Things to avoid (optional)",
+                                                 elem_id="negative_prompt", lines=1,
+                                                 info="Only used when 'Follow the photo and prompt' is 1 or more.")
+                    with gr.Row():
+                        window_overlap = gr.Slider(0, studio.WINDOW_SIZE // 2, value=p["window_overlap"], step=1,
+                                                   label="Smooth joins in long videos", elem_id="overlap",
+                                                   info=f"Videos are made {studio.WINDOW_SIZE} frames at a time; "
+                                                        "frames shared between pieces hide the seams (slower).")
+                        window_schedule = gr.Radio(studio.window_schedule_choices(), value=p["window_schedule"],
+                                                   label="How the pieces join", elem_id="window_schedule",
+                                                   info="Blend suits most clips. Official reproduces the "
+                                                        "paper's code, which loops the end back to the start.")
+                with gr.Row():
+                    animate_btn = gr.Button("② Animate", variant="primary", elem_id="animate-btn", scale=3)
+                    cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn", scale=1)
+                status = gr.Markdown("*Press Animate. Step 1 is done for you if you skipped it; progress "
+                                     "and the time left show on the video.*", elem_id="status")
+            with gr.Column(scale=1):
+                result = gr.Video(label="Your animated photo", elem_id="result", interactive=False,
+                                  autoplay=True, loop=True, buttons=["download"], height=420)
+                side = gr.Video(label="Side by side: clip | skeleton | result", elem_id="side-by-side",
+                                interactive=False, loop=True, buttons=["download"], height=260)
+                downloads = gr.File(label="Downloads (mp4)", elem_id="downloads", file_count="multiple",
+                                    interactive=False)
+
+        motion_state = gr.State(None, time_to_live=int(LIMITS.temp_max_age_s))
+
+        # ---------------- wiring ----------------
+        motion_inputs = [photo, clip, resolution, fps, max_frames, retarget]
+        previews = [skeleton, faces, overlay, facts]
+        ev_extract = extract_btn.click(extract, inputs=motion_inputs, outputs=[*previews, motion_state],
+                                       api_name="extract", concurrency_id="extract", concurrency_limit=2)
+        ev_animate = animate_btn.click(
+            animate,
+            inputs=[photo, clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
+                    guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
+                    window_schedule, motion_state],
+            outputs=[result, side, downloads, status, *previews, motion_state],
+            api_name="animate", concurrency_id="gpu", concurrency_limit=1)
+        cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,
+                         api_visibility="private")
+        clip.upload(clip_uploaded, inputs=clip, outputs=facts, api_visibility="private")
+        dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, queue=False, api_visibility="private")
+        preset_outputs = [resolution, guidance_scale, adapter_scale, pose_strength, face_strength, steps,
+                          window_overlap, window_schedule, seed, prompt, negative_prompt]
+        # .input fires for people's choices only, so the two dropdowns cannot trigger each other.
+        preset.input(apply_preset, inputs=[preset, model], outputs=preset_outputs, api_visibility="private")
+        model.input(model_changed, inputs=model, outputs=[sysinfo, preset, *preset_outputs],
+                    api_visibility="private")
+        demo.unload(_forget_session)
+        demo.load(system_info, inputs=model, outputs=sysinfo, api_visibility="private")
     return demo
 
 
-if __name__ == "__main__":
-    build_demo().launch(
+def launch(demo: gr.Blocks | None = None, **overrides):
+    """Queue (one generation per GPU at a time) and serve, with settings from the usual
+    Gradio environment variables. Returns what `Blocks.launch` returns."""
+    demo = demo or build_demo()
+    demo.queue(default_concurrency_limit=1, max_size=LIMITS.queue_size)
+    kwargs = dict(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        share=os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true", "yes"),
+        max_file_size=f"{LIMITS.max_upload_mb:g}mb",
+        allowed_paths=[str(studio.EXAMPLES_DIR)],
+        css=CSS,
+        theme=gr.themes.Soft(),
     )
+    kwargs.update(overrides)
+    return demo.launch(**kwargs)
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    demo = build_demo()
+    launch(demo, prevent_thread_lock=True)
+    if os.environ.get("XDYNA_WARMUP", "1") != "0":
+        # Import torch/diffusers and load the default model while the visitor picks files.
+        threading.Thread(target=studio.warm_up, args=(MODELS, studio.default_model_choice()), daemon=True).start()
+    demo.block_thread()
+
+
+if __name__ == "__main__":
+    main()
