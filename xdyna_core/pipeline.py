@@ -34,6 +34,10 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
+# Importing our model classes registers them, so `from_pretrained` can resolve the
+# `["xdyna_core.models.unet", "XDynaUNet"]` entries of model_index.json (diffusers
+# only loads custom classes from modules that are already imported).
+import xdyna_core.models  # noqa: F401
 from xdyna_core.errors import Cancelled, InputError
 from xdyna_core.windows import blend_windows, official_windows, window_weights
 
@@ -284,10 +288,10 @@ class XDynaPipeline(DiffusionPipeline):
 
     @property
     def size_multiple(self) -> int:
-        """Height and width must be multiples of this: the VAE factor times the
-        UNet's total downsampling (8 × 8 = 64 for SD1.5), so every skip
-        connection lines up."""
-        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        """Height and width must be multiples of this: the VAE factor (8), as in
+        the official check. The UNet and ControlNets handle latent sizes that do
+        not divide by their downsampling (diffusers-style upsample sizes)."""
+        return self.vae_scale_factor
 
     @property
     def max_window_size(self) -> Optional[int]:
@@ -415,6 +419,7 @@ class XDynaPipeline(DiffusionPipeline):
         image,
         pose_images,
         face_images=None,
+        ip_adapter_image=None,
         prompt: str = "",
         negative_prompt: str = "",
         height: Optional[int] = 896,
@@ -447,11 +452,15 @@ class XDynaPipeline(DiffusionPipeline):
                 and used uncropped for the CLIP image encoder (§22).
             pose_images: uint8 [T, height, width, 3] or list of T images: DWPose-style
                 skeletons on black, already at the output size.
+            ip_adapter_image: optional image for the CLIP image encoder (IP-Adapter
+                tokens). Default: `image` itself, uncropped, as the official. Give the
+                original photo here when `image` is a photo already framed to the
+                canvas (e.g. `Motion.reference_image`).
             face_images: optional uint8 [T, height, width, 6] S-Face patches
                 (channels 0-2 local eyes+mouth patch, 3-5 global face patch). Ignored
                 with a warning if the pipeline has no `controlnet_face`.
             prompt / negative_prompt: text; the official default is "" for both.
-            height, width: output size (multiples of `size_multiple`, 64 for SD1.5).
+            height, width: output size (multiples of 8, the VAE factor).
                 None = the size of the pose frames.
             num_inference_steps, guidance_scale, eta: DDIM settings (official 25, 7.5, 0).
                 CFG is on whenever guidance_scale >= 1 (§30).
@@ -483,6 +492,7 @@ class XDynaPipeline(DiffusionPipeline):
         """
         self._interrupt = False
         ref_rgb = _as_rgb_uint8(image, "image")
+        ip_rgb = ref_rgb if ip_adapter_image is None else _as_rgb_uint8(ip_adapter_image, "ip_adapter_image")
         pose = _as_frames(pose_images, 3, "pose_images")
         num_frames = pose.shape[0]
         if height is None:
@@ -523,7 +533,7 @@ class XDynaPipeline(DiffusionPipeline):
         # 1. everything that does not change during sampling, computed once
         text_c = self._encode_text(prompt, device)
         text_u = text_c if negative_prompt == prompt else self._encode_text(negative_prompt, device)
-        ip_u, ip_c = self._encode_ip_tokens(ref_rgb, device)
+        ip_u, ip_c = self._encode_ip_tokens(ip_rgb, device)
         if do_cfg:
             unet_context = torch.cat([torch.cat([text_u, ip_u], 1), torch.cat([text_c, ip_c], 1)])
             # ControlNets see text only (§17): identical halves -> compute once.

@@ -72,6 +72,7 @@ def make_tiny_components(
     num_ip_tokens: int = 16,
     motion_max_len: int = 24,
     with_face: bool = True,
+    zero_init: bool = False,
 ) -> Dict[str, object]:
     """Build every component of `XDynaPipeline` with random weights.
 
@@ -81,12 +82,17 @@ def make_tiny_components(
     cross-attention, the rest plain, like SD1.5's last block), so ControlNet
     residuals line up with the UNet's skips. `with_face=False` gives a pose-only
     model (`controlnet_face=None`). Deterministic for a given `seed`.
+
+    `zero_init=True` keeps the layers the paper starts at zero (ControlNet zero
+    convolutions, Dynamics-Adapter `to_out_ff`, motion-module `proj_out`) at
+    zero, as training from scratch wants. The default fills every all-zero
+    parameter with small random values instead, so that in a random model every
+    path (pose, face, adapter, motion) changes the output and tests can see it.
     """
-    from diffusers import AutoencoderKL, ControlNetModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from xdyna_core.models.image_proj import XDynaImageProjection
-    from xdyna_core.models.unet import XDynaUNet
+    from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
     from xdyna_core.pipeline import official_scheduler
 
     n = len(block_out_channels)
@@ -111,17 +117,8 @@ def make_tiny_components(
     )
 
     def controlnet(channels: int):
-        return ControlNetModel(
-            in_channels=4,
-            conditioning_channels=channels,
-            block_out_channels=tuple(block_out_channels),
-            down_block_types=tuple(t.replace("3D", "2D") for t in down),
-            layers_per_block=layers_per_block,
-            norm_num_groups=norm_num_groups,
-            cross_attention_dim=cross_attention_dim,
-            attention_head_dim=attention_heads,
-            conditioning_embedding_out_channels=(4, 8, 16, 16),
-        )
+        # the UNet's own config, so ControlNet residuals line up with its skips
+        return make_controlnet(dict(unet.config), channels, conditioning_embedding_out_channels=(4, 8, 16, 16))
 
     pose_controlnet = controlnet(3)
     face_controlnet = controlnet(6) if with_face else None
@@ -198,7 +195,22 @@ def make_tiny_components(
         image_proj=image_proj,
         scheduler=official_scheduler(),
     )
+    if not zero_init:
+        gen = torch.Generator().manual_seed(seed + 1)
+        for module in (unet, pose_controlnet, face_controlnet):
+            if module is not None:
+                _randomize_zero_parameters(module, gen)
     for module in components.values():
         if isinstance(module, torch.nn.Module):
             module.eval()
     return components
+
+
+@torch.no_grad()
+def _randomize_zero_parameters(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every all-zero parameter (zero-initialised outputs, norm biases)
+    small random values: weights ~ N(0, (0.5/sqrt(fan_in))^2), vectors ~ N(0, 0.02^2)."""
+    for p in module.parameters():
+        if p.numel() and not p.any():
+            std = 0.5 / (p[0].numel() ** 0.5) if p.ndim > 1 else 0.02
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
