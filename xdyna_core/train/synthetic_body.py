@@ -475,10 +475,10 @@ def draw_person(canvas: rz.Canvas, ch: Character, st: dict, k: int, proj: Projec
     normals = np.stack([n_low[0], n_low[0], n_mid, n_up[0], n_up[0]])
     widths = np.array([hw * 0.75, hw, ww, cw, tw])
     top_c = centres[-1]
-    u_waist = float((wai - centres[0]) @ up) + 0.01 * h * S
+    u_waist = float((pel + (wai - pel) * 0.4 - centres[0]) @ up)  # the waistband, a little above the hips
     tmats = [(1e9, top)] if ch.bottom == "dress" else [(u_waist, bot), (1e9, top)]
     sh = P(st["shoulders"])
-    arm_r = np.array([0.04, 0.031, 0.023]) * h * S * g ** 0.7
+    arm_r = np.array([0.036, 0.03, 0.023]) * h * S * g ** 0.7
     zt = Z(st["pelvis"])
 
     def torso():

@@ -318,7 +318,7 @@ def body_pose(ch, geo, times) -> dict:
     R_chest = R_root @ rot_y(tw) @ rot_z(sb) @ rot_x(fb)
     waist = pelvis + apply(R_mid, [0.0, 0.45 * g.torso_len, 0.0])
     neck_base = waist + apply(R_chest, [0.0, 0.55 * g.torso_len, 0.0])
-    shoulders = np.stack([neck_base + apply(R_chest, [s * g.shoulder_w / 2, -0.025 * g.height, -0.005]) for s in (-1.0, 1.0)], 1)
+    shoulders = np.stack([neck_base + apply(R_chest, [s * g.shoulder_w / 2, -0.03 * g.height, -0.005]) for s in (-1.0, 1.0)], 1)
     # head and neck
     R_head = R_chest @ rot_y(ch["head_yaw"]) @ rot_x(ch["head_pitch"]) @ rot_z(ch["head_roll"])
     R_neck = R_chest @ rot_y(ch["head_yaw"] / 2) @ rot_x(ch["head_pitch"] / 2) @ rot_z(ch["head_roll"] / 2)

@@ -72,7 +72,7 @@ class Scene:
             flicker=float(r.uniform(0.3, 1.0)),
             count=int(r.integers(3, 8)),
             ground=ground if person else ("none" if kind != "sky" or r.random() < 0.4 else str(r.choice(["grass", "sand"]))),
-            person_height=float(r.uniform(0.62, 0.86)),
+            person_height=float(r.uniform(0.6, 0.8)),
             person_x=float(r.uniform(0.4, 0.6)),
             floor_y=float(r.uniform(0.91, 0.975)),
             params={"phases": [float(x) for x in r.uniform(0, 2 * np.pi, 16)],
