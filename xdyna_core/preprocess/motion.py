@@ -278,7 +278,7 @@ def _make_estimator(name: str, video: bool, analysis_side: int):
 class _Stages:
     """Maps stage progress to one overall fraction and forwards it as progress(fraction, desc)."""
 
-    WEIGHTS = {"decode": 0.1, "photo": 0.03, "pose": 0.67, "draw": 0.2}
+    WEIGHTS = {"photo": 0.03, "decode": 0.1, "pose": 0.67, "draw": 0.2}
 
     def __init__(self, progress: Optional[ProgressFn]):
         self.progress = progress
@@ -428,18 +428,7 @@ def extract_motion(
     photo = None
     if reference_image is not None:
         photo = load_image(reference_image, max_side=2048)
-    if isinstance(driving_video, Video):
-        video = driving_video
-        if max_frames is not None and len(video) > max_frames:
-            video.frames, video.timestamps = video.frames[:max_frames], video.timestamps[:max_frames]
-    else:
-        # Decode a little larger than the canvas: framing may zoom in on the dancer.
-        video = read_video(driving_video, fps=fps, max_frames=max_frames, max_side=int(max(H, W) * 1.5),
-                           progress=lambda d, t: stages.report("decode", d, t, "reading the video"))
-    warnings += list(video.warnings)
-    stages.next("decode")
-
-    # ---- the photo's person -----------------------------------------------------------------
+    # ---- the photo's person (first: a bad photo fails before the clip is decoded) --------------
     from .pose import MIN_CONFIDENCE, smooth_keypoints, track_main_person
 
     ref_kp = None
@@ -459,15 +448,43 @@ def extract_motion(
         ref_kp = people[0]
     stages.next("photo")
 
+    # ---- the clip ----------------------------------------------------------------------------
+    if isinstance(driving_video, Video):
+        video = driving_video
+        if max_frames is not None and len(video) > max_frames:
+            import dataclasses
+
+            video = dataclasses.replace(video, frames=video.frames[:max_frames], timestamps=video.timestamps[:max_frames],
+                                        truncated=True)
+    else:
+        # Decode a little larger than the canvas: framing may zoom in on the dancer.
+        video = read_video(driving_video, fps=fps, max_frames=max_frames, max_side=int(max(H, W) * 1.5),
+                           progress=lambda d, t: stages.report("decode", d, t, "reading the video"))
+    warnings += list(video.warnings)
+    stages.next("decode")
+
     # ---- pose per frame ---------------------------------------------------------------------
     est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=True, analysis_side=analysis_side)
+    # Video-mode (tracking) estimators sometimes lose a person they would find from scratch: a frame
+    # where tracking finds nobody is analysed again by a fresh single-image estimator.
+    retry = None
+    if isinstance(estimator, str) and est_name == "mediapipe":
+        retry = _make_estimator(est_name, video=False, analysis_side=analysis_side)
     _reset(est)
     per_frame = []
+    retried = 0
     n = len(video)
     for i, frame in enumerate(video.frames):
-        per_frame.append([p for p in est(frame) if p.has_body()])
+        people = [p for p in est(frame) if p.has_body()]
+        if not people and retry is not None:
+            retried += 1
+            people = [p for p in retry(frame) if p.has_body()]
+        per_frame.append(people)
         stages.report("pose", i + 1, n, f"finding the pose: frame {i + 1}/{n}")
     _reset(est)
+    if retry is not None:
+        _reset(retry)
+    settings["frames_reanalysed"] = retried
     stages.next("pose")
     track = track_main_person(per_frame)
     if all(k is None for k in track):
