@@ -219,7 +219,7 @@ def test_embedded_pose_estimator_sees_a_person_where_the_ground_truth_is():
     faces, and its joints agree with our ground truth within a few percent of the height."""
     from xdyna_core.preprocess.pose import get_estimator
 
-    est = get_estimator("mediapipe")
+    est = get_estimator("mediapipe", static_image_mode=True)  # independent photos, no tracking
     errors, faces = [], 0
     for seed in (0, 4):
         c = render_clip(seed, num_frames=1, height=384, width=224, fps=8, with_controls=False)

@@ -560,8 +560,11 @@ def draw_person(canvas: rz.Canvas, ch: Character, st: dict, k: int, proj: Projec
             mats = [(arm_px * 0.96, top), (1e9, skin)]
         hand = hands2[1 - i]
         depth = (Z(st["elbows"])[i] + Z(st["wrists"])[i]) / 2
-        parts.append((depth, lambda pts=pts, mats=mats, hand=hand: _paint_tube(
-            canvas, rz.tubes(canvas, [(pts, arm_r)] + _hand_tubes(hand, ch.hand_len * S)), mats, S)))
+        def arm(pts=pts, mats=mats, hand=hand):
+            _paint_tube(canvas, rz.tube(canvas, pts, arm_r), mats, S)
+            # the hand in its own (small) box: cheaper than one box round arm and hand
+            _paint_tube(canvas, rz.tubes(canvas, _hand_tubes(hand, ch.hand_len * S)), [(1e9, skin)], S)
+        parts.append((depth, arm))
     # -- head, face, hair on top --
     parts.append((Z(st["head"]) + 0.05 * S, lambda: _draw_head(canvas, ch, st, k, proj)))
     for _, fn in sorted(parts, key=lambda p: p[0]):

@@ -173,16 +173,15 @@ class Choreography:
         w = w * w * (3 - 2 * w)
         out = None
         for kk in np.unique(np.concatenate([k, k + 1])):
-            sel_cur, sel_next = k == kk, (k + 1) == kk
-            weight = np.where(sel_cur, 1.0 - w, 0.0) + np.where(sel_next, w, 0.0)
-            if not weight.any():
+            weight = np.where(k == kk, 1.0 - w, 0.0) + np.where(k + 1 == kk, w, 0.0)
+            sel = np.nonzero(weight > 0)[0]
+            if len(sel) == 0:
                 continue
-            ch = self._move_channels(self.move(int(kk)), t)
+            ch = self._move_channels(self.move(int(kk)), t[sel])  # only where this move shows
             if out is None:
-                out = {n: v * (weight if v.ndim == 1 else weight[:, None]) for n, v in ch.items()}
-            else:
-                for n, v in ch.items():
-                    out[n] += v * (weight if v.ndim == 1 else weight[:, None])
+                out = {n: np.zeros((len(t),) + v.shape[1:]) for n, v in ch.items()}
+            for n, v in ch.items():
+                out[n][sel] += v * (weight[sel] if v.ndim == 1 else weight[sel, None])
         out.update(self._face_channels(t))
         return out
 
