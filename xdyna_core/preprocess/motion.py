@@ -184,8 +184,7 @@ class Motion:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=path.parent)
         os.close(fd)
         try:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+            _savez_fast(tmp, {"meta": np.array(json.dumps(meta)), **arrays})
             replace_atomically(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -213,6 +212,17 @@ class Motion:
         return cls(fps=float(meta["fps"]), retarget=meta.get("retarget", "none"), source=meta.get("source", {}),
                    settings=meta.get("settings", {}), framing=meta.get("framing", {}), warnings=meta.get("warnings", []),
                    **arrays).validate()
+
+
+def _savez_fast(path, arrays: dict) -> None:
+    """`np.savez_compressed` with deflate level 1 instead of 6: the face patches are photo content,
+    which level 6 compresses only ~10 % better at 2-3x the time. `np.load` reads it as usual."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as z:
+        for name, a in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
 
 
 # --------------------------------------------------------------------------------------
