@@ -496,3 +496,68 @@ def test_cli_interrupt_leaves_no_partial_file(cli_files, tmp_path):
     assert time.time() - start < 30
     assert rc == 130
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file
+
+
+def test_cli_convert_official_format_files(tmp_path):
+    """Official-format tiny files (xdyna_core.models.tiny) -> `xdyna convert` ->
+    from_pretrained gives the same video as loading the originals with from_official."""
+    from xdyna_core.cli import main
+    from xdyna_core.models.tiny import write_tiny_official_files
+
+    f = write_tiny_official_files(tmp_path / "official")
+    files = ["--unet", str(f.xdyna_dir / "unet-checkpoint-epoch-5.ckpt"),
+             "--controlnet", str(f.xdyna_dir / "controlnet-checkpoint-epoch-5.ckpt"),
+             "--controlnet-face", str(f.xdyna_dir / "controlnet-face-checkpoint-epoch-2.ckpt"),
+             "--ip-adapter", str(f.ip_adapter_dir / "models" / "ip-adapter-plus_sd15.bin"),
+             "--image-encoder", str(f.ip_adapter_dir / "models" / "image_encoder"), "--sd", str(f.sd_dir),
+             "--image-proj-dim-head", "8"]
+    out = tmp_path / "converted"
+    assert main(["convert", *files, "-o", str(out)]) == 0
+    assert (out / "model_index.json").is_file() and not list(out.rglob("*.bin")) and not list(out.rglob("*.ckpt"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+    assert main(["convert", *files, "-o", str(out)]) == 2  # exists: refused without --overwrite
+    assert main(["convert", *files[:-4], "-o", str(tmp_path / "x")]) == 2  # --sd missing
+    assert not (tmp_path / "x").exists()
+
+    converted = XDynaPipeline.from_pretrained(out)
+    for name in ("unet", "controlnet", "controlnet_face", "image_proj"):
+        state = getattr(converted, name).state_dict()
+        assert all(torch.equal(state[k], v) for k, v in f.state_dicts[name].items()), name
+    original = XDynaPipeline.from_official(xdyna_repo=f.xdyna_dir, sd_repo=f.sd_dir, ip_adapter_repo=f.ip_adapter_dir,
+                                           **f.loader_kwargs)
+    for p in (converted, original):
+        p.set_progress_bar_config(disable=True)
+    assert np.array_equal(gen(converted, num_frames=6, steps=1), gen(original, num_frames=6, steps=1))
+
+    # --official with local folders = the hub layout without a network
+    assert main(["convert", "--official", "--xdyna-repo", str(f.xdyna_dir), "--sd-repo", str(f.sd_dir),
+                 "--ip-adapter-repo", str(f.ip_adapter_dir), "--image-proj-dim-head", "8", "--no-face",
+                 "--dtype", "float16", "-o", str(tmp_path / "pose_only")]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(next((tmp_path / "pose_only" / "unet").glob("*.safetensors"))), "pt") as sf:
+        assert sf.get_tensor(next(iter(sf.keys()))).dtype == torch.float16  # saved half size
+    pose_only = XDynaPipeline.from_pretrained(tmp_path / "pose_only", dtype=torch.float16)
+    assert pose_only.controlnet_face is None and pose_only.unet.dtype == torch.float16
+
+
+def test_cli_animate_from_motion_file(cli_files, tmp_path):
+    """`xdyna extract` output (.npz Motion) -> `xdyna animate --motion`: the framed
+    photo in the motion file is the VAE reference."""
+    from xdyna_core import io
+    from xdyna_core.cli import main
+    from xdyna_core.preprocess.motion import Motion
+
+    photo, pose, faces = clip(7)
+    t = len(pose)
+    Motion(pose_images=pose, face_images=faces, fps=12.0, person_found=np.ones(t, bool), face_found=np.ones(t, bool),
+           keypoints=np.zeros((t, 128, 3), np.float32), driving_keypoints=np.zeros((t, 128, 3), np.float32),
+           reference_image=photo[:H, :W].copy()).save(tmp_path / "clip.npz")
+    out = tmp_path / "m.mp4"
+    assert main(["animate", "--image", str(cli_files / "photo.png"), "--motion", str(tmp_path / "clip.npz"),
+                 "--model", str(cli_files / "model"), "--steps", "1", "-o", str(out), "--quiet"]) == 0
+    video = io.read_video(out)
+    assert video.frames.shape == (7, H, W, 3) and video.fps == pytest.approx(12)
+    assert main(["animate", "--image", str(cli_files / "photo.png"), "--motion", str(tmp_path / "clip.npz"),
+                 "--pose-video", str(cli_files / "pose.mp4"), "--model", str(cli_files / "model"),
+                 "-o", str(tmp_path / "n.mp4"), "--quiet"]) == 2

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -38,6 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 # `["xdyna_core.models.unet", "XDynaUNet"]` entries of model_index.json (diffusers
 # only loads custom classes from modules that are already imported).
 import xdyna_core.models  # noqa: F401
+from xdyna_core.models.loading import OFFICIAL_SCHEDULER_CONFIG, official_scheduler  # noqa: F401  (DDIM, §25)
 from xdyna_core.errors import Cancelled, InputError
 from xdyna_core.windows import blend_windows, official_windows, window_weights
 
@@ -45,25 +46,6 @@ logger = logging.get_logger(__name__)
 
 WINDOW_SCHEDULES = ("blend", "official")
 OUTPUT_TYPES = ("np", "pt", "pil", "uint8", "latent")
-
-# DDIM settings of the official configs/x_dyna.yaml (§25).
-OFFICIAL_SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="linear",
-    steps_offset=1,
-    clip_sample=False,
-    set_alpha_to_one=True,
-    prediction_type="epsilon",
-    timestep_spacing="leading",
-)
-
-
-def official_scheduler() -> DDIMScheduler:
-    """The DDIM scheduler exactly as the official inference builds it (§25)."""
-    return DDIMScheduler(**OFFICIAL_SCHEDULER_CONFIG)
-
 
 @dataclass
 class XDynaPipelineOutput(BaseOutput):
@@ -313,16 +295,19 @@ class XDynaPipeline(DiffusionPipeline):
     # -- loading -----------------------------------------------------------
 
     @classmethod
-    def from_official(cls, torch_dtype: Optional[torch.dtype] = None, **kwargs) -> "XDynaPipeline":
-        """Download (or find in the local cache / folders) the official X-Dyna
-        files with huggingface_hub and load them strictly. Keyword arguments go
-        to `xdyna_core.models.loading.download_official` (repo ids, file names,
-        local folders, `with_face`); `torch_dtype` to the loader."""
-        from xdyna_core.models import loading
+    def from_official(cls, *args, torch_dtype: Optional[torch.dtype] = None, face: bool = True, **kwargs) -> "XDynaPipeline":
+        """Load the official X-Dyna release: fetch (or find in the Hugging Face
+        cache or in local folders) `unet-checkpoint-epoch-5.ckpt`, both
+        ControlNet checkpoints, `ip-adapter-plus_sd15.bin`, the CLIP image
+        encoder and SD1.5, and load every file strictly. Arguments go to
+        `xdyna_core.models.loading.load_official_components` (`xdyna_repo`,
+        `sd_repo`, `ip_adapter_repo` as hub ids or folders, file names,
+        `cache_dir`, `local_files_only`; `HF_HUB_OFFLINE` is honoured).
+        `face=False` gives a pose-only pipeline. Convert once with
+        `xdyna convert` and use `from_pretrained` for fast loading."""
+        from xdyna_core.models.loading import load_official_components
 
-        paths = loading.download_official(**kwargs)
-        components = loading.load_official_components(**paths, torch_dtype=torch_dtype)
-        components.setdefault("scheduler", official_scheduler())
+        components = load_official_components(*args, face=face, torch_dtype=torch_dtype or torch.float32, **kwargs)
         return cls(**components)
 
     # -- encoders (run once per call) -------------------------------------

@@ -19,38 +19,16 @@ import torch
 TINY_RESOLUTION = 64
 
 
-def _bytes_to_unicode() -> list:
-    """The GPT-2/CLIP byte-level alphabet: 256 printable characters, one per byte."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
 def make_tiny_tokenizer(model_max_length: int = 77):
-    """An offline CLIP tokenizer with a byte-level vocabulary and no merges
-    (514 tokens: 256 bytes, 256 word-final bytes, start and end tokens). It
-    tokenises any text, pads with the end token to 77 like SD1.5's tokenizer,
-    and needs no download."""
-    try:  # prefer the models package's helper when it provides one
-        from xdyna_core.models.loading import make_tiny_tokenizer as _from_models  # type: ignore
+    """The offline byte-level CLIP tokenizer of `xdyna_core.models.tiny` (514
+    tokens, no merges; pads to 77 like SD1.5's), built in a temporary folder
+    and kept in memory."""
+    import tempfile
 
-        return _from_models(model_max_length=model_max_length)
-    except (ImportError, AttributeError, TypeError):
-        pass
-    from transformers import CLIPTokenizer
+    from xdyna_core.models.tiny import make_tiny_tokenizer as write_tokenizer
 
-    chars = _bytes_to_unicode()
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+    with tempfile.TemporaryDirectory() as folder:
+        return write_tokenizer(folder, model_max_length=model_max_length)
 
 
 def make_tiny_components(

@@ -16,7 +16,6 @@ rate, written atomically (nothing is left behind when cancelled or failing).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 TINY_MODEL_DIR = Path(__file__).resolve().parents[2] / "assets" / "tiny-xdyna"
@@ -103,10 +102,8 @@ def resolve_model_and_preset(model_arg, preset_arg):
     return model, preset
 
 
-def load_pipeline(model: str, device, dtype):
+def load_pipeline(model: str, dtype):
     """`XDynaPipeline` from a diffusers folder or the official weights."""
-    import torch
-
     from xdyna_core.errors import MissingWeightsError
     from xdyna_core.pipeline import XDynaPipeline
 
@@ -153,19 +150,16 @@ def _fit(frames, height: int, width: int):
     return out
 
 
-def load_controls(args, height, width):
-    """(pose uint8 [T,H,W,3], face uint8 [T,H,W,6] or None, fps, framed photo or None)."""
+def load_controls(args, height, width, motion=None):
+    """(pose uint8 [T,H,W,3], face uint8 [T,H,W,6] or None, fps, framed photo or None).
+    `motion`: the loaded `--motion` file."""
     import numpy as np
 
     from xdyna_core import io
     from xdyna_core.errors import InputError
 
-    if args.motion:
-        if args.pose_video or args.face_video or args.face_local_video or args.face_global_video:
-            raise InputError("--motion already holds pose and face images; drop --pose-video/--face-*")
-        from xdyna_core.preprocess.motion import Motion
-
-        m = Motion.load(args.motion)
+    if motion is not None:
+        m = motion
         pose, face = m.pose_images, m.face_images
         if args.max_frames:
             pose, face = pose[: args.max_frames], face[: args.max_frames]
@@ -174,13 +168,6 @@ def load_controls(args, height, width):
             pose, face = _fit(pose, height, width), _fit(face, height, width)
             framed = None if framed is None else _fit(framed[None], height, width)[0]
         return pose, face, float(m.fps), framed
-
-    if not args.pose_video:
-        raise InputError("give --pose-video (a skeleton video) or --motion (from `xdyna extract`)")
-    if bool(args.face_local_video) != bool(args.face_global_video):
-        raise InputError("--face-local-video and --face-global-video go together")
-    if args.face_video and args.face_local_video:
-        raise InputError("give either --face-video (side by side) or --face-local-video + --face-global-video, not both")
 
     pose_clip = io.read_video(args.pose_video, fps=args.fps, max_frames=args.max_frames)
     fps, n = float(pose_clip.fps), len(pose_clip.frames)
@@ -204,6 +191,24 @@ def load_controls(args, height, width):
         glob = _fit(read_same(args.face_global_video, "--face-global-video"), height, width)
         face = np.concatenate([local, glob], axis=-1)
     return pose, face, fps, None
+
+
+def check_args(args) -> None:
+    """Input combinations, checked before any model is loaded."""
+    from xdyna_core.errors import InputError
+
+    if args.motion and (args.pose_video or args.face_video or args.face_local_video or args.face_global_video):
+        raise InputError("--motion already holds pose and face images; drop --pose-video/--face-*")
+    if not args.motion and not args.pose_video:
+        raise InputError("give --pose-video (a skeleton video) or --motion (from `xdyna extract`)")
+    if bool(args.face_local_video) != bool(args.face_global_video):
+        raise InputError("--face-local-video and --face-global-video go together")
+    if args.face_video and args.face_local_video:
+        raise InputError("give either --face-video (side by side) or --face-local-video + --face-global-video, not both")
+    for name in ("image", "pose_video", "face_video", "face_local_video", "face_global_video", "motion"):
+        path = getattr(args, name)
+        if path and not Path(path).is_file():
+            raise InputError(f"--{name.replace('_', '-')}: file not found: {path}")
 
 
 class _Bar:
@@ -249,13 +254,13 @@ def pick_device_dtype(device_arg: str, dtype_arg: str, preset: dict):
 
 
 def run(args) -> int:
-    import numpy as np
     import torch
 
     from xdyna_core import io
     from xdyna_core.errors import InputError
     from xdyna_core.presets import call_kwargs
 
+    check_args(args)
     out = Path(args.output)
     if out.suffix.lower() not in (".mp4", ".mov", ".mkv", ".webm", ".m4v"):
         raise InputError(f"output must be a video file name such as out.mp4, got {out.name}")
@@ -269,7 +274,7 @@ def run(args) -> int:
     device, dtype = pick_device_dtype(args.device, args.dtype, preset)
 
     photo = io.load_image(args.image)
-    pipe = load_pipeline(model, device, dtype)
+    pipe = load_pipeline(model, dtype)
     if args.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:
@@ -277,9 +282,16 @@ def run(args) -> int:
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height = settings.get("height") or native
     width = settings.get("width") or native
+    motion = None
+    if args.motion:
+        from xdyna_core.preprocess.motion import Motion
+
+        motion = Motion.load(args.motion)
+        if args.height is None and args.width is None:
+            height, width = motion.size  # rendered for its canvas: keep it unless a size is asked for
     settings["height"], settings["width"] = height, width
 
-    pose, face, fps, framed = load_controls(args, height, width)
+    pose, face, fps, framed = load_controls(args, height, width, motion)
     if face is not None and pipe.controlnet_face is None:
         print("note: this model has no S-Face ControlNet; the face input is ignored")
         face = None
