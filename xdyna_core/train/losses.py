@@ -1,0 +1,153 @@
+"""Training objectives as plain functions (one place each, shared by trainer and tests).
+
+All diffusion losses are the DDPM noise-prediction MSE (Ho et al. 2020, Eq. 14; "simple"
+loss) on VAE latents, with the forward process of the pipeline's own scheduler config (the
+official X-Dyna inference uses linear betas 0.00085..0.012 over 1000 steps, so training uses
+the same betas; Sec. 3.1 of the X-Dyna paper: latent diffusion with DDPM training).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xdyna_core.pipeline import control_range, normalize_control
+
+
+def _dtype(module) -> torch.dtype:
+    """Parameter dtype of a model, also through DDP / accelerate wrappers."""
+    return next(module.parameters()).dtype
+
+
+def ddpm_scheduler_from(scheduler_config: dict):
+    """A ``DDPMScheduler`` (training form) with the betas of the pipeline's scheduler."""
+    from diffusers import DDPMScheduler
+
+    keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
+            "steps_offset", "clip_sample", "timestep_spacing")
+    cfg = {k: v for k, v in dict(scheduler_config).items() if k in keep}
+    return DDPMScheduler(**cfg)
+
+
+def add_noise(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Forward process q(x_t | x_0) = N(sqrt(a_t) x_0, (1 - a_t) I) (DDPM Eq. 4), per sample."""
+    a = alphas_cumprod.to(device=x0.device, dtype=torch.float32)[t]
+    shape = (-1,) + (1,) * (x0.ndim - 1)
+    return (a.sqrt().view(shape) * x0.float() + (1 - a).sqrt().view(shape) * noise.float()).to(x0.dtype)
+
+
+def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: Optional[torch.Generator] = None):
+    """VAE objective for stage 0: L1 + MSE reconstruction, an L1 on image gradients (keeps
+    edges sharp without a perceptual network), and a small KL to N(0, I) (Kingma & Welling
+    2014; SD's autoencoder uses a KL weight of 1e-6). Returns (loss, parts dict)."""
+    posterior = vae.encode(images).latent_dist
+    z = posterior.sample(generator=generator)
+    rec = vae.decode(z).sample.float()
+    x = images.float()
+    l1 = (rec - x).abs().mean()
+    mse = F.mse_loss(rec, x)
+
+    def grads(a):
+        return a[..., 1:, :] - a[..., :-1, :], a[..., :, 1:] - a[..., :, :-1]
+
+    (ry, rx), (xy, xx) = grads(rec), grads(x)
+    grad = (ry - xy).abs().mean() + (rx - xx).abs().mean()
+    kl = posterior.kl().mean() / float(np.prod(z.shape[1:]))
+    loss = l1 + mse + 0.5 * grad + kl_weight * kl
+    return loss, {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach()}
+
+
+def encode_latents(vae, images: torch.Tensor, generator: Optional[torch.Generator] = None, chunk: int = 64) -> torch.Tensor:
+    """[N, 3, H, W] in [-1, 1] -> VAE posterior *sample* x scaling factor (as the pipeline
+    encodes its reference, official semantics §24)."""
+    out = []
+    for s in range(0, images.shape[0], chunk):
+        x = images[s : s + chunk].to(_dtype(vae))
+        out.append(vae.encode(x).latent_dist.sample(generator=generator))
+    return torch.cat(out).float() * vae.config.scaling_factor
+
+
+def image_diffusion_loss(unet2d, latents: torch.Tensor, text: torch.Tensor, alphas_cumprod: torch.Tensor,
+                         generator: Optional[torch.Generator] = None):
+    """Stage 0 backbone: eps-prediction MSE of a 2-D UNet on image latents [B, 4, h, w]."""
+    b = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator, device=latents.device)
+    noisy = add_noise(alphas_cumprod, latents, noise, t)
+    pred = unet2d(noisy.to(_dtype(unet2d)), t, encoder_hidden_states=text.expand(b, -1, -1).to(_dtype(unet2d))).sample
+    return F.mse_loss(pred.float(), noise)
+
+
+def normalize_controls(pose_u8: torch.Tensor, face_u8: Optional[torch.Tensor] = None):
+    """Per clip, exactly as the pipeline: x/255*2-1 then min-max over the clip (official
+    semantics §18, ``pipeline.control_range`` / ``pipeline.normalize_control``); the face's
+    local and global streams are normalised separately.
+
+    pose_u8 [B, F, H, W, 3], face_u8 [B, F, H, W, 6] (uint8) -> float [B*F, 3 | 6, H, W]."""
+    poses, faces = [], []
+    for b in range(pose_u8.shape[0]):
+        p = pose_u8[b]
+        poses.append(normalize_control(p, *control_range(p.cpu().numpy())))
+        if face_u8 is not None:
+            f = face_u8[b]
+            loc, glo = f[..., :3], f[..., 3:]
+            faces.append(torch.cat([normalize_control(loc, *control_range(loc.cpu().numpy())),
+                                    normalize_control(glo, *control_range(glo.cpu().numpy()))], dim=1))
+    return torch.cat(poses), (torch.cat(faces) if faces else None)
+
+
+def controlnet_residuals(controlnet, noisy_frames: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
+                         cond: torch.Tensor, num_frames: int, scale: float = 1.0):
+    """A ControlNet on the noisy frames, folded ``(b f)`` (official semantics §17): text-only
+    context, same timestep for every frame of a sample. Returns 5-D residuals
+    [B, C, F, h', w'] (the UNet gives frame 0, the reference, a zero residual)."""
+    bf = noisy_frames.shape[0]
+    b = bf // num_frames
+    dtype = _dtype(controlnet)
+    down, mid = controlnet(
+        noisy_frames.to(dtype),
+        t.repeat_interleave(num_frames),
+        encoder_hidden_states=text.repeat_interleave(num_frames, dim=0).to(dtype),
+        controlnet_cond=cond.to(dtype),
+        conditioning_scale=scale,
+        return_dict=False,
+    )
+
+    def to5d(r):
+        return r.reshape(b, num_frames, *r.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    return [to5d(d) for d in down], to5d(mid)
+
+
+def video_diffusion_loss(unet, ref_latents: torch.Tensor, latents: torch.Tensor, context: torch.Tensor,
+                         alphas_cumprod: torch.Tensor, controlnets: Sequence, text: torch.Tensor,
+                         generator: Optional[torch.Generator] = None):
+    """Stages 1-2: eps-prediction MSE of the X-Dyna UNet on a clip, in the pipeline's layout.
+
+    ref_latents [B, 4, h, w] (clean reference, frame 0, same timestep as the clip, official
+    semantics §7), latents [B, 4, F, h, w] (ground-truth frames), context [B, 77 + 16, D]
+    (text + IP tokens), controlnets: list of (controlnet, cond [B*F, C, H, W]) whose residuals
+    are summed (§19), text [B, 77, D] (ControlNets see text only). Frame 0's prediction is
+    dropped, as the pipeline drops it (§16)."""
+    b, c, f, h, w = latents.shape
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator, device=latents.device)
+    noisy = add_noise(alphas_cumprod, latents, noise, t)
+    folded = noisy.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    down = mid = None
+    for controlnet, cond in controlnets:
+        d, m = controlnet_residuals(controlnet, folded, t, text, cond, f)
+        if down is None:
+            down, mid = d, m
+        else:
+            down, mid = [x + y for x, y in zip(down, d)], mid + m
+    sample = torch.cat([ref_latents[:, :, None].to(noisy.dtype), noisy], dim=2)
+    kwargs = {}
+    if down is not None:
+        kwargs = dict(down_block_additional_residuals=[d.to(_dtype(unet)) for d in down],
+                      mid_block_additional_residual=mid.to(_dtype(unet)))
+    pred = unet(sample.to(_dtype(unet)), t, encoder_hidden_states=context.to(_dtype(unet)), **kwargs).sample
+    return F.mse_loss(pred[:, :, 1:].float(), noise)
