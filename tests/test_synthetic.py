@@ -111,6 +111,25 @@ def test_face_patches_with_a_person_and_blank_for_scene_only():
     assert s.keypoints == [None] * 4 and s.character is None and not s.has_person
 
 
+def test_face_blinks_and_talks():
+    """Expressions change over time: the eyes close in blinks, the mouth opens and closes, and
+    the drawn mouth changes with the landmarks."""
+    motion = dataclasses.replace(Choreography.sample(21), blink_rate=0.9, talkiness=1.0, smile_bias=0.3)
+    ch = Character.sample(2)
+    times = np.arange(48) / 16.0 + 1.0
+    c = render_frames(times, 256, 160, Scene.sample(2), ch, motion, with_controls=False)
+    face = c.keypoint_array[:, 18 + 42:, :2]
+    eye = np.linalg.norm(face[:, [37, 38, 43, 44]] - face[:, [41, 40, 47, 46]], axis=-1).mean(1)
+    mouth = np.linalg.norm(face[:, 66] - face[:, 62], axis=-1)
+    assert eye.min() < 0.35 * eye.max(), eye        # a blink
+    assert mouth.max() > 3 * max(mouth.min(), 0.3)  # open and closed
+    x0, y0 = np.floor(face[:, 48:60].min((0, 1))).astype(int) - 1
+    x1, y1 = np.ceil(face[:, 48:60].max((0, 1))).astype(int) + 1
+    region = c.frames[:, y0:y1, x0:x1].astype(int)
+    lo, hi = int(np.argmin(mouth)), int(np.argmax(mouth))
+    assert np.abs(region[hi] - region[lo]).mean() > 8
+
+
 class _Frozen:
     """A dance stopped at one instant: every time shows the pose of time t0."""
 

@@ -138,9 +138,14 @@ def render_frames(times, height: int, width: int, scene: Scene, character: Optio
     if person:
         kp_arr = keypoint_arrays(st, proj, H, W)
     for k, t in enumerate(times):
-        canvas = rz.Canvas(scene.render(t, H, W))
+        background = scene.render(t, H, W)
+        canvas = rz.Canvas(background)
         if person:
             draw_person(canvas, character, st, k, proj)
+            # the scene lights the person: a tint from the background's mean colour (flickers with
+            # stage lights and fire, warm at sunset, dim in the dark)
+            tint = (0.8 + 0.28 * background.mean(axis=(0, 1))).astype(np.float32)
+            canvas.image *= 1.0 + (tint - 1.0) * canvas.person[..., None]
         frames[k] = canvas.to_uint8()
         if person:
             masks[k] = canvas.person > 0.5
