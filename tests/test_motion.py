@@ -233,3 +233,31 @@ def test_limbs_mode_and_cancel(clip, tmp_path):
         extract_motion(clip[0], _hopper(), retarget="sideways")
     with pytest.raises(InputError, match="multiples of 64"):
         extract_motion(clip[0], _hopper(), size=(500, 300))
+
+
+def test_face_patch_shortcut_equals_the_plain_construction(motion, camera_clip):
+    """Warping only the face box (framing and head move in one map) gives the patches of the plain
+    recipe: frame -> canvas (framing) -> moved with the head -> official patches on the whole image."""
+    import cv2
+
+    from xdyna_core.preprocess.face import face_patches
+    from xdyna_core.preprocess.motion import _face_patches_for_frame, _head_transform
+
+    m, _, _ = motion
+    framing = Framing.from_dict(m.framing["driving"])
+    frames = read_video(camera_clip[0], fps=15, max_side=int(1.5 * max(SIZE))).frames
+    for t in (0, 9, 15):
+        drv, rt = m.driving_keypoints[t], m.keypoints[t]
+        fast, found = _face_patches_for_frame(frames[t], framing, drv, rt, 0.3)
+        assert found
+        np.testing.assert_array_equal(fast, m.face_images[t])
+        s, d = _head_transform(drv, rt, 0.3)
+        canvas = framing.apply_to_image(frames[t])
+        moved = cv2.warpAffine(canvas, np.array([[s, 0, d[0] + 0.5 * s - 0.5], [0, s, d[1] + 0.5 * s - 0.5]]),
+                               (SIZE[1], SIZE[0]), flags=cv2.INTER_LINEAR)
+        face = drv[FACE].copy()
+        face[:, :2] = face[:, :2] * s + d
+        plain, ok = face_patches(moved, face)
+        assert ok
+        assert ((plain > 0) != (fast > 0)).mean() < 0.002  # same patch areas
+        assert np.abs(plain.astype(int) - fast).mean() < 1.0  # same pixels up to resampling
