@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["gaussian_statistics", "frechet_distance", "frechet_distance_from_features"]
+__all__ = ["gaussian_statistics", "frechet_distance", "frechet_distance_from_features", "trace_sqrt_product"]
 
 
 def gaussian_statistics(features) -> tuple:
@@ -24,30 +24,31 @@ def gaussian_statistics(features) -> tuple:
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (round-off negatives -> 0)."""
+    w, v = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def trace_sqrt_product(sigma1, sigma2) -> float:
+    """Tr((S1 S2)^(1/2)) = Tr((S1^(1/2) S2 S1^(1/2))^(1/2)) = sum of sqrt of the eigenvalues
+    of the symmetric PSD matrix S1^(1/2) S2 S1^(1/2) (the TF-GAN formulation): exact,
+    fast, and stable for the singular covariances of small sample sets."""
+    root = _sqrt_psd(sigma1)
+    inner = root @ sigma2 @ root
+    eig = np.linalg.eigvalsh((inner + inner.T) / 2)
+    return float(np.sqrt(np.clip(eig, 0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Squared Fréchet distance of N(mu1, sigma1) and N(mu2, sigma2) (lower is better,
-    range [0, +inf), 0 for equal Gaussians).
-
-    The matrix square root uses scipy's `sqrtm`; when the product is singular (fewer
-    samples than dimensions) `eps` is added to both diagonals, and a tiny imaginary part
-    from round-off is dropped, as in pytorch-fid.
-    """
-    from scipy import linalg
-
+    range [0, +inf), 0 for equal Gaussians)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"statistics differ in size: {mu1.shape} vs {mu2.shape}, {sigma1.shape} vs {sigma2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(sigma1)) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"matrix square root has a large imaginary part ({np.abs(covmean.imag).max():.3g})")
-        covmean = covmean.real
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
     # Round-off can make the distance of a set to itself slightly negative.
     return max(value, 0.0)
 

@@ -40,7 +40,7 @@ class _TinyFaceNet(torch.nn.Module):
         super().__init__()
         self.body = torch.nn.Sequential(
             torch.nn.Conv2d(3, 8, 5, stride=4), torch.nn.ReLU(), torch.nn.Conv2d(8, 16, 3, stride=2), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(256, dim),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, dim),
         )
 
     def forward(self, x):
