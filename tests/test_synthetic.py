@@ -261,3 +261,31 @@ def test_speed_16_frames_256x128():
     per_clip = (time.process_time() - t0) / 2
     # target ~0.3 s of CPU per clip; the bound leaves room for a busy shared machine
     assert per_clip < 1.0, f"{per_clip:.2f} s CPU per 16-frame 256x128 clip"
+
+
+def test_face_landmarks_agree_with_an_independent_landmarker():
+    """mediapipe Face Mesh (mapped to iBUG-68 by preprocess.face) on a crop round our face puts
+    the eyes, nose and mouth where our ground truth says, within a few % of the face size."""
+    import cv2
+
+    from xdyna_core.preprocess.face import MediaPipeFaceLandmarker
+
+    landmarker = MediaPipeFaceLandmarker()
+    found = 0
+    for seed in (0, 1, 6):
+        c = render_clip(seed, num_frames=1, height=640, width=368, fps=8, with_controls=False)
+        gt = c.keypoint_array[0, 60:]
+        assert gt[0, 2] > 0
+        cx, cy = gt[:, :2].mean(0)
+        size = np.ptp(gt[:, :2], axis=0).max()
+        x0, y0 = int(max(0, cx - 1.5 * size)), int(max(0, cy - 1.5 * size))
+        crop = c.frames[0][y0:int(cy + 1.5 * size), x0:int(cx + 1.5 * size)]
+        k = 256 / crop.shape[0]
+        lm = landmarker(cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC))
+        if lm is None:
+            continue
+        found += 1
+        err = np.linalg.norm(lm[:, :2] / k + [x0, y0] - gt[:, :2], axis=1) / size
+        assert err[27:68].mean() < 0.08, (seed, err[27:68].mean())   # nose, eyes, mouth
+        assert err.mean() < 0.12, (seed, err.mean())                  # all 68 (jaw conventions differ)
+    assert found >= 2
