@@ -371,7 +371,7 @@ def build_demo() -> gr.Blocks:
             api_name="animate", concurrency_id="gpu", concurrency_limit=1)
         cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,
                          api_visibility="private")
-        clip.upload(clip_uploaded, inputs=clip, outputs=facts, api_visibility="private")
+        clip.change(clip_uploaded, inputs=clip, outputs=facts, api_visibility="private")
         dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, queue=False, api_visibility="private")
         preset_outputs = [resolution, guidance_scale, adapter_scale, pose_strength, face_strength, steps,
                           window_overlap, window_schedule, seed, prompt, negative_prompt]

@@ -468,7 +468,7 @@ class ProgressETA:
         if done > d0:
             left = (now - t0) / (done - d0) * (total - done)
             eta = f" · about {_duration(left)} left"
-        self.report(self.start + self.span * frac, text + eta)
+        self.report(round(self.start + self.span * frac, 4), text + eta)
 
 
 def _duration(seconds: float) -> str:
@@ -538,7 +538,7 @@ def _stage_progress(progress: Optional[ProgressFn], cancel: Optional[threading.E
         if cancel is not None and cancel.is_set():
             return False
         if progress is not None and fraction is not None:
-            progress(start + span * min(max(float(fraction), 0.0), 1.0), _sentence(desc or ""))
+            progress(round(start + span * min(max(float(fraction), 0.0), 1.0), 4), _sentence(desc or ""))
         return True
 
     return report
@@ -571,13 +571,28 @@ def extract(photo, clip, settings: MotionSettings, *, limits: Limits, workdir: o
     workdir = Path(workdir)
     report = _stage_progress(progress, cancel, 0.85, 0.15)
     report(0.0, "Writing the previews")
-    skeleton = write_video(workdir / "skeleton.mp4", motion.pose_images, motion.fps)
+    skeleton = write_video(workdir / "skeleton.mp4", for_display(motion.pose_images), motion.fps)
     report(0.5, "Writing the previews")
-    faces = write_video(workdir / "face_patches.mp4", face_patch_video(motion), motion.fps)
-    overlay = retarget_overlay(motion=motion)
+    faces = write_video(workdir / "face_patches.mp4", for_display(face_patch_video(motion)), motion.fps)
+    overlay = for_display(retarget_overlay(motion=motion))
     return Extracted(key=key, settings=settings, motion=motion, reference=motion.reference_image,
                      driving=motion.driving_frames, skeleton_video=skeleton, face_video=faces, overlay=overlay,
                      facts=describe_motion(motion, info, settings), warnings=[_sentence(w) for w in motion.warnings])
+
+
+PREVIEW_MIN_HEIGHT = 256  # small canvases (tiny model) are enlarged for viewing, pixels kept sharp
+
+
+def for_display(frames, min_height: int = PREVIEW_MIN_HEIGHT):
+    """Enlarge [.., H, W, 3] images by a whole factor (pixel repeat) so that H >= min_height:
+    a 64-pixel skeleton stays crisp instead of being blurred by the browser."""
+    import numpy as np
+
+    h = frames.shape[-3]
+    k = -(-min_height // h)
+    if k <= 1:
+        return frames
+    return np.repeat(np.repeat(frames, k, axis=-3), k, axis=-2)
 
 
 def describe_motion(motion, info, settings: MotionSettings) -> str:
@@ -601,8 +616,7 @@ def describe_motion(motion, info, settings: MotionSettings) -> str:
     if settings.fps is not None and info.fps and settings.fps > info.fps + 0.5:
         rows.append(("Note", f"you asked for {settings.fps:g} fps but the clip has {info.fps:.3g}: "
                              "frames are repeated, not invented"))
-    lines = ["| | |", "|---|---|"] + [f"| **{k}** | {v} |" for k, v in rows]
-    return "\n".join(lines)
+    return "\n".join(f"- **{k}:** {v}" for k, v in rows)
 
 
 # --------------------------------------------------------------------------------------
@@ -722,8 +736,9 @@ def animate(extracted: Extracted, settings: GenerationSettings, model: LoadedMod
     write(0.5, "Saving the side-by-side video")
     clips = [c for c in (extracted.driving, motion.pose_images) if c is not None] + [frames]
     labels = (["driving clip"] if extracted.driving is not None else []) + ["skeleton", "generated"]
+    height = motion.height * -(-PREVIEW_MIN_HEIGHT // motion.height)  # whole-factor enlargement, as previews
     sbs = write_video(workdir / f"xdyna_seed{settings.seed}_side_by_side.mp4",
-                      side_by_side(*clips, labels=labels, height=motion.height, length="shortest"), motion.fps)
+                      side_by_side(*clips, labels=labels, height=height, length="shortest"), motion.fps)
     write(1.0, "Done")
     return Animation(video, sbs, int(len(frames)), float(motion.fps), motion.width, motion.height, seconds,
                      settings.seed)
@@ -863,23 +878,28 @@ def window_schedule_choices() -> list:
 
 
 def example_pairs() -> list:
-    """[photo, clip] pairs from assets/examples/ (made by the project's generator).
-    `examples.json` (a list of {"photo": ..., "clip": ...}) sets the pairs and their order when
-    present; otherwise photos and clips are paired in name order."""
+    """[photo, clip] pairs from assets/examples/ (made by the project's generator, see its
+    README). `examples.json` maps each file to its metadata; "photo" and "driving" kinds are
+    paired in name order (photo_1 with dance_1, ...). Without a manifest, image and video
+    files are paired in name order."""
     import json
 
     if not EXAMPLES_DIR.is_dir():
         return []
+    photos = clips = None
     manifest = EXAMPLES_DIR / "examples.json"
     if manifest.is_file():
         try:
-            items = json.loads(manifest.read_text())
-            pairs = [[str(EXAMPLES_DIR / it["photo"]), str(EXAMPLES_DIR / it["clip"])] for it in items]
-            return [p for p in pairs if Path(p[0]).is_file() and Path(p[1]).is_file()]
-        except (ValueError, KeyError, TypeError) as err:
+            meta = json.loads(manifest.read_text())
+            photos = sorted(EXAMPLES_DIR / k for k, v in meta.items() if v.get("kind") == "photo")
+            clips = sorted(EXAMPLES_DIR / k for k, v in meta.items() if v.get("kind") == "driving")
+        except (ValueError, AttributeError) as err:
             log.warning("ignoring %s: %s", manifest, err)
-    photos = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
-    clips = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".mp4", ".webm", ".mov"))
+    if photos is None:
+        photos = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+        clips = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".mp4", ".webm", ".mov"))
+    photos = [p for p in photos if p.is_file()]
+    clips = [c for c in clips if c.is_file()]
     if not photos or not clips:
         return []
     n = max(len(photos), len(clips))
