@@ -2,6 +2,7 @@
 
 from .controlnet import FACE_CONDITIONING_CHANNELS, POSE_CONDITIONING_CHANNELS, make_controlnet
 from .image_proj import XDynaImageProjection
+from .loading import download_official, load_official_components
 from .unet import XDynaUNet, XDynaUNetOutput
 
 __all__ = [
@@ -10,5 +11,7 @@ __all__ = [
     "XDynaImageProjection",
     "XDynaUNet",
     "XDynaUNetOutput",
+    "download_official",
+    "load_official_components",
     "make_controlnet",
 ]
