@@ -261,3 +261,19 @@ def test_face_patch_shortcut_equals_the_plain_construction(motion, camera_clip):
         assert ok
         assert ((plain > 0) != (fast > 0)).mean() < 0.002  # same patch areas
         assert np.abs(plain.astype(int) - fast).mean() < 1.0  # same pixels up to resampling
+
+
+def test_pose_every_interpolates_between_analysed_frames(clip):
+    """pose_every=3 analyses frames 0, 3, ..., 15 only; the frames between get the linear
+    interpolation of their neighbours, which on this smooth motion stays close to a full analysis."""
+    full = extract_motion(clip[0], None, size=SIZE, retarget="none", smooth=False, cache_dir=False)
+    fast = extract_motion(clip[0], None, size=SIZE, retarget="none", smooth=False, pose_every=3, cache_dir=False)
+    assert fast.person_found.all() and fast.settings["pose_every"] == 3
+    k = fast.driving_keypoints[:, FACE, :2]
+    np.testing.assert_allclose(k[4], k[3] * 2 / 3 + k[6] / 3, atol=1e-3)
+    np.testing.assert_allclose(k[14], k[12] / 3 + k[15] * 2 / 3, atol=1e-3)  # the last frame is analysed too
+    # in clip pixels (the two runs may frame the clip slightly differently)
+    xy_fast = Framing.from_dict(fast.framing["driving"]).inverse_points(k)
+    xy_full = Framing.from_dict(full.framing["driving"]).inverse_points(full.driving_keypoints[:, FACE, :2])
+    err = np.linalg.norm(xy_fast - xy_full, axis=-1).mean(1)
+    assert err[[0, 3, 6, 9, 12, 15]].max() < 2.0 and err.max() < 4.0, err

@@ -32,6 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="pose estimator: auto = DWPose when its weights are on disk, else the embedded mediapipe")
     p.add_argument("--max-frames", type=int, default=600, help="at most this many frames from the start (default 600)")
     p.add_argument("--no-smooth", action="store_true", help="turn off One-Euro smoothing of the keypoints")
+    p.add_argument("--pose-every", type=int, default=1,
+                   help="estimate the pose on every k-th frame and interpolate between (k times faster; default 1)")
     p.add_argument("--cache-dir", help="cache folder (default $XDYNA_CACHE/motion or ~/.cache/xdyna/motion)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -90,6 +92,7 @@ def run(args) -> int:
             retarget=args.retarget,
             estimator=args.estimator,
             smooth=not args.no_smooth,
+            pose_every=args.pose_every,
             keep_frames=preview is not None,
             cache_dir=False if args.no_cache else (args.cache_dir or None),
             progress=progress,
