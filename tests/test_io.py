@@ -152,6 +152,64 @@ def test_huge_frames_are_downscaled_while_decoding(tmp_path):
     assert v.frames[0, :, 318:322].mean() > 200
 
 
+def test_long_4k_clip_never_holds_full_size_frames(tmp_path):
+    """16 frames of 4K: the decoder keeps one full-size frame alive at a time (a 4K yuv420 frame is
+    12 MB, an RGB one 25 MB), measured as the growth of the peak RSS of a fresh process."""
+    import subprocess
+    import sys
+
+    big = np.zeros((2160, 3840, 3), np.uint8)
+    frames = []
+    for i in range(16):
+        f = big.copy()
+        f[:, 200 * i:200 * i + 100] = 255
+        frames.append(f)
+    path = encode(tmp_path / "4k.mp4", frames, fps=8, options={"preset": "ultrafast"})
+    code = (
+        "import resource, sys; from xdyna_core.io import read_video; import av, numpy;"
+        "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        f"v = read_video({str(path)!r}, max_side=480);"
+        "r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "print(len(v), v.frames.shape, (r1 - r0) // 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "16"
+    grown_mb = int(out[-1])
+    # the decoder itself keeps its reference frames (~100 MB at 4K); holding all 16 frames adds ~200 MB
+    assert grown_mb < 170, f"peak memory grew by {grown_mb} MB"
+
+
+def test_too_small_video(tmp_path):
+    path = encode(tmp_path / "small.mp4", [np.zeros((24, 24, 3), np.uint8)] * 3, fps=5)
+    with pytest.raises(InputError, match="only 24×24 pixels"):
+        read_video(path)
+
+
+def test_video_with_an_audio_track(tmp_path):
+    import av
+
+    path = tmp_path / "with_audio.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 160, 96, "yuv420p"
+        aus = c.add_stream("aac", rate=16000)
+        for i in range(10):
+            for p in vs.encode(av.VideoFrame.from_ndarray(BARS[i], format="rgb24")):
+                c.mux(p)
+        for i in range(16):  # 1 s of a 440 Hz tone
+            t = (np.arange(1024) + 1024 * i) / 16000
+            af = av.AudioFrame.from_ndarray((0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None], format="fltp",
+                                            layout="mono")
+            af.sample_rate, af.pts = 16000, 1024 * i
+            for p in aus.encode(af):
+                c.mux(p)
+        for s in (vs, aus):
+            for p in s.encode():
+                c.mux(p)
+    v = read_video(path)
+    assert len(v) == 10 and [bar_index(f) for f in v.frames] == list(range(10))
+
+
 def test_limits_give_clear_errors(tmp_path):
     path = encode(tmp_path / "c.mp4", [bar_frame(i % N) for i in range(90)], fps=30)  # 3 s
     with pytest.raises(InputError, match=r"3 s long; the limit is 1 s"):

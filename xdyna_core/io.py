@@ -316,6 +316,7 @@ def read_video(
                             f"{name} is only {frame.width}×{frame.height} pixels; use a video at least {MIN_VIDEO_SIDE} pixels on each side"
                         )
                     frame_bytes = size[0] * size[1] * 3
+                    decoder.convert = _frame_converter(size, rotation)
                     if max_bytes is not None and expected is not None and expected * frame_bytes > max_bytes:
                         raise InputError(
                             f"{name} would need {expected * frame_bytes / 1024**3:.1f} GiB of memory as {expected} frames of "
@@ -372,8 +373,8 @@ def read_video(
             warnings.append(f"the file seems cut short: {decoded_span:.1f} s of {stated:.1f} s decoded")
         decoder.finish(decoded_span, frame_dur)
 
-        frames_av, times = decoder.out, decoder.out_times
-        frames = _convert_frames(frames_av, size, rotation)
+        times = decoder.out_times
+        frames = decoder.stacked()
         src_w, src_h = decoder.first_size
         if rotation % 180:
             src_w, src_h = src_h, src_w
@@ -402,20 +403,24 @@ class _TimestampResampler:
     """Nearest-timestamp resampling of a frame stream to an even rate.
 
     Output frame k is the source frame whose timestamp is nearest to k / fps (ties to the later
-    one). Frames are kept as decoded `av.VideoFrame`s and converted to RGB only once chosen,
-    so dropping frames (e.g. 60 -> 15 fps) costs no colour conversion.
+    one). A chosen frame is converted (downscaled RGB) the moment it is chosen, so only one
+    decoded full-size frame is alive at a time, and frames that are dropped (e.g. 60 -> 15 fps)
+    cost no colour conversion. `convert(av_frame) -> array` is set once the size is known.
     """
 
     def __init__(self, fps: float, max_frames: Optional[int]):
         self.fps = fps
         self.max_frames = max_frames
+        self.convert = None
         self.prev = None
         self.prev_time = None
-        self.out = []  # chosen frames (the same object repeats when upsampling)
+        self.out = []  # converted frames (the same array repeats when upsampling)
         self.out_times = []
         self.first_size = None
         self.done = False
         self.finished_naturally = False
+        self._last_src = None
+        self._last_arr = None
 
     @property
     def has_frames(self) -> bool:
@@ -429,7 +434,9 @@ class _TimestampResampler:
         return len(self.out) / self.fps
 
     def _emit(self, frame, t) -> None:
-        self.out.append(frame)
+        if frame is not self._last_src:
+            self._last_src, self._last_arr = frame, self.convert(frame)
+        self.out.append(self._last_arr)
         self.out_times.append(t)
         if self.max_frames is not None and len(self.out) >= self.max_frames:
             self.done = True
@@ -459,22 +466,30 @@ class _TimestampResampler:
         self.finished_naturally = True
         self.done = True
 
+    def stacked(self) -> np.ndarray:
+        """The output frames as one [T,H,W,3] array; each list entry is released once copied,
+        so the peak memory stays near one copy of the clip."""
+        first = self.out[0]
+        out = np.empty((len(self.out),) + first.shape, np.uint8)
+        for i in range(len(self.out)):
+            out[i] = self.out[i]
+            self.out[i] = None
+        self._last_arr = None
+        return out
 
-def _convert_frames(frames_av, size, rotation) -> np.ndarray:
-    """Chosen av frames -> uint8 [T,H,W,3] RGB at `size` (w, h before rotation), rotated for display."""
+
+def _frame_converter(size, rotation):
+    """av frame -> uint8 [H,W,3] RGB at `size` (w, h before rotation), rotated for display."""
     w, h = size
-    oh, ow = (w, h) if rotation % 180 else (h, w)
-    out = np.empty((len(frames_av), oh, ow, 3), dtype=np.uint8)
-    cache_id, cache_arr = None, None
-    for i, fr in enumerate(frames_av):
-        if fr is not cache_id:
-            interp = "AREA" if (fr.width > w or fr.height > h) else "BILINEAR"
-            arr = fr.reformat(width=w, height=h, format="rgb24", interpolation=interp).to_ndarray()
-            if rotation:
-                arr = np.rot90(arr, k=rotation // 90)
-            cache_id, cache_arr = fr, arr
-        out[i] = cache_arr
-    return out
+
+    def convert(fr) -> np.ndarray:
+        interp = "AREA" if (fr.width > w or fr.height > h) else "BILINEAR"
+        arr = fr.reformat(width=w, height=h, format="rgb24", interpolation=interp).to_ndarray()
+        if rotation:
+            arr = np.ascontiguousarray(np.rot90(arr, k=rotation // 90))
+        return arr
+
+    return convert
 
 
 # --------------------------------------------------------------------------------------
