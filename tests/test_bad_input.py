@@ -13,7 +13,7 @@ from PIL import Image
 from xdyna_core.errors import InputError
 from xdyna_core.io import read_video, write_video
 from xdyna_core.preprocess.motion import extract_motion
-from xdyna_core.preprocess.pose import Keypoints, get_estimator
+from xdyna_core.preprocess.pose import get_estimator
 
 SIZE = (256, 192)
 
@@ -212,7 +212,7 @@ def test_cli_bad_input_clear_error_and_no_output(media, tmp_path, video, image, 
     r = _cli("--video", media / video, "--image", media / image, "-o", out / "motion.npz", "--preview",
              out / "preview.mp4", "--size", "256x192", "--no-cache", "-q")
     assert r.returncode == 2, r.stderr
-    assert f"error: " in r.stderr and message in r.stderr
+    assert "error: " in r.stderr and message in r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists() or list(out.iterdir()) == []
 

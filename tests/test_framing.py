@@ -40,7 +40,7 @@ def test_no_person_is_the_official_centre_crop():
 @pytest.mark.parametrize("src,bbox", [
     ((720, 1280), (560, 100, 720, 650)),   # landscape clip, dancer in the middle
     ((720, 1280), (40, 300, 140, 560)),    # small person at the left edge
-    ((512, 512), (60, 120, 480, 512)),     # wide upper body (astronaut-like)
+    ((512, 512), (150, 120, 380, 512)),    # upper body
     ((1920, 1080), (300, 200, 800, 1800)),  # portrait phone video
 ])
 def test_person_is_centred_contained_and_never_squashed(src, bbox):
@@ -62,6 +62,29 @@ def test_person_is_centred_contained_and_never_squashed(src, bbox):
     cx = f.apply_to_points([[(bx0 + bx1) / 2, 0]])[0, 0]
     if wx1 - wx0 < w and 0 < (bx0 + bx1) / 2 - (wx1 - wx0) / 2 and (bx0 + bx1) / 2 + (wx1 - wx0) / 2 < w:
         assert cx == pytest.approx(W / 2)
+
+
+def test_wide_person_padding_is_capped():
+    """A half-body portrait wider than the canvas aspect allows: padding stops at max_pad (25 %) of
+    the canvas height; the outer edges of the shoulders are cut instead, the head stays centred."""
+    bbox = (20, 150, 500, 600)  # 512 x 600 photo (W x H), shoulders span the whole width
+    f = fit_framing(600, 512, (896, 512), bbox)
+    wx0, wy0, wx1, wy1 = f.source_window
+    pad = (max(0, -wy0) + max(0, wy1 - 600)) / (wy1 - wy0)
+    assert pad == pytest.approx(0.25)
+    assert wx0 > 0 and wx1 < 512  # sides cut
+    assert (wx0 + wx1) / 2 == pytest.approx(260, abs=1)  # centred on the person
+    no_cap = fit_framing(600, 512, (896, 512), bbox, max_pad=0.9)
+    assert no_cap.source_window[0] < 0  # without the cap the whole box would fit, with big bands
+    # the padding is a soft continuation of the photo's edges ("extend"), not a flat band
+    img = np.zeros((600, 512, 3), np.uint8)
+    img[:, :256] = (200, 40, 40)
+    img[:, 256:] = (40, 40, 200)
+    out = f.apply_to_image(img, fill="extend")
+    top = out[5]
+    assert top[20].tolist() == [200, 40, 40] and top[-20].tolist() == [40, 40, 200]
+    inside = f.apply_to_image(img)
+    assert np.array_equal(out[400], inside[400])
 
 
 def test_small_person_is_zoomed_in_but_not_past_max_zoom():

@@ -1,6 +1,5 @@
 """xdyna_core.io on real files encoded in temporary folders."""
 
-import os
 import tracemalloc
 
 import numpy as np

@@ -12,16 +12,19 @@ translation (never squashed):
    eyes and ankles; the head top, hair and feet are outside them).
 2. A window of the canvas aspect is chosen around it: as large as the image allows (the official
    centre crop, `imread_resize_crop`), but zoomed in when the person would fill less than `fill`
-   of its height (a small dancer in a landscape video; at most `max_zoom` times), and zoomed out beyond the image when the
-   person does not fit (arms spread in a portrait photo) — those parts are padded.
+   of its height (a small dancer in a landscape video; at most `max_zoom` times), and zoomed out
+   beyond the image when the person does not fit (arms spread in a portrait photo) — those parts
+   are padded, but padding is limited to `max_pad` of the canvas along each axis: a wide
+   half-body portrait loses the outer edges of its shoulders rather than getting huge bands.
 3. Along an axis where the window fits inside the image it is centred on the person and then
    shifted back inside the image (no padding where the photo has pixels); along an axis where the
    window is larger than the image, the image is centred (letterbox).
 
 No person (`bbox=None`) gives the official behaviour: centre crop to the canvas aspect, resized.
 One clip gets one framing (from the union of the person's boxes over the clip), so the framing
-never adds camera motion. Padding: black for driving frames, the photo's median border colour for
-the reference photo (`apply_to_image(..., fill="border")`).
+never adds camera motion. Padding: black for driving frames; for the reference photo
+`fill="extend"`, the photo's edge pixels stretched outwards and blurred (a soft continuation of
+its background, no hard band the model would copy).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ DEFAULT_SIZE = (896, 512)  # (height, width) of the official launchers
 DEFAULT_MARGIN = (0.12, 0.22, 0.12, 0.08)
 DEFAULT_FILL = 0.85  # zoom in until the (widened) person box is this fraction of the canvas height
 DEFAULT_MAX_ZOOM = 2.0  # ... but at most this much closer than the full-image crop (upscaling blurs)
+DEFAULT_MAX_PAD = 0.25  # at most this fraction of the canvas (per axis) may be padding
 
 
 def check_size(size) -> Tuple[int, int]:
@@ -98,8 +102,9 @@ class Framing:
     def apply_to_image(self, image: np.ndarray, fill="black") -> np.ndarray:
         """The image on the canvas: uint8 [height, width, C].
 
-        fill: "black", "border" (median colour of the image's outer pixels: a neutral continuation
-        of a photo's background) or an RGB tuple. Downscaling uses an area filter (no aliasing).
+        fill: "black", "extend" (the image's edge pixels stretched outwards and blurred: a soft
+        continuation of a photo's background), "border" (their median colour) or an RGB tuple.
+        Downscaling uses an area filter (no aliasing).
         """
         import cv2
 
@@ -107,6 +112,8 @@ class Framing:
         if img.shape[:2] != (self.src_height, self.src_width):
             raise InputError(f"this framing is for {self.src_width}×{self.src_height} images, got {img.shape[1]}×{img.shape[0]}")
         channels = 1 if img.ndim == 2 else img.shape[2]
+        if isinstance(fill, str) and fill == "extend":
+            return self._extend(img)
         if isinstance(fill, str):
             if fill == "black":
                 value = (0,) * channels
@@ -134,6 +141,33 @@ class Framing:
         if out.ndim == 2 and img.ndim == 3:
             out = out[..., None]
         return out
+
+    def _extend(self, img: np.ndarray) -> np.ndarray:
+        """Padding as blurred stretched edges: warp with replicated borders, then blend a strongly
+        blurred copy in where the canvas lies outside the image (feathered over a few pixels)."""
+        import cv2
+
+        inside = self.apply_to_image(np.full(img.shape[:2], 255, np.uint8), fill="black").astype(np.float32) / 255.0
+        sharp = self._warp_replicate(img)
+        if inside.min() >= 0.999:
+            return sharp
+        sigma = 0.04 * max(self.height, self.width)
+        blurred = cv2.GaussianBlur(sharp, (0, 0), sigma)
+        feather = cv2.GaussianBlur(inside, (0, 0), 3.0)
+        w = (np.minimum(inside, feather)[..., None] if sharp.ndim == 3 else np.minimum(inside, feather))
+        return (sharp.astype(np.float32) * w + blurred.astype(np.float32) * (1.0 - w) + 0.5).astype(np.uint8)
+
+    def _warp_replicate(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        s = self.scale
+        src, sx, sy = img, s, s
+        if s < 0.75:
+            nw, nh = max(1, round(self.src_width * s)), max(1, round(self.src_height * s))
+            src = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+            sx, sy = s * self.src_width / nw, s * self.src_height / nh
+        m = np.array([[sx, 0.0, self.dx + 0.5 * sx - 0.5], [0.0, sy, self.dy + 0.5 * sy - 0.5]], np.float64)
+        return cv2.warpAffine(src, m, (self.width, self.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
     def inverse_points(self, xy: np.ndarray) -> np.ndarray:
         xy = np.asarray(xy, np.float64)
@@ -200,7 +234,7 @@ def centre_crop_framing(src_height: int, src_width: int, size=DEFAULT_SIZE) -> F
 
 
 def fit_framing(src_height: int, src_width: int, size=DEFAULT_SIZE, bbox=None, margin: Sequence[float] = DEFAULT_MARGIN,
-                fill: float = DEFAULT_FILL, max_zoom: float = DEFAULT_MAX_ZOOM) -> Framing:
+                fill: float = DEFAULT_FILL, max_zoom: float = DEFAULT_MAX_ZOOM, max_pad: float = DEFAULT_MAX_PAD) -> Framing:
     """Framing of a (src_height × src_width) image onto `size` around the person box `bbox`
     (x0, y0, x1, y1 in source pixels, from the keypoints); see the module docstring for the rule.
     `bbox=None` (no person) gives the official centre crop."""
@@ -215,7 +249,10 @@ def fit_framing(src_height: int, src_width: int, size=DEFAULT_SIZE, bbox=None, m
     # ... zoomed in so the person fills `fill` of it, but never so far the person is cut ...
     need_h = max(bh, bw / aspect)
     win_h = min(full_h, max(bh / fill, full_h / max_zoom))
-    win_h = max(win_h, need_h)  # ... and zoomed out past the image when the person needs it.
+    win_h = max(win_h, need_h)  # ... and zoomed out past the image when the person needs it,
+    # but only so far that padding stays within max_pad of the canvas along each axis.
+    cap_h = min(src_height, src_width / aspect) / (1.0 - max_pad)
+    win_h = max(min(win_h, cap_h), min(full_h, need_h))
     win_w = win_h * aspect
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
     wx0 = _place(cx, win_w, src_width)

@@ -530,7 +530,7 @@ def extract_motion(
     framings = {"driving": drv_framing.to_dict()}
     if photo is not None:
         ph_framing = fit_framing(photo.shape[0], photo.shape[1], (H, W), _visible_box(ref_kp, *photo.shape[:2]))
-        ref_image = ph_framing.apply_to_image(photo, fill="border")
+        ref_image = ph_framing.apply_to_image(photo, fill="extend")
         ref_kp_c = ph_framing.apply_to_keypoints(ref_kp)
         framings["reference"] = ph_framing.to_dict()
 
@@ -564,6 +564,12 @@ def extract_motion(
         stages.report("draw", t + 1, n, f"drawing the controls: frame {t + 1}/{n}")
     if not person_found.all():
         warnings.append(f"{int((~person_found).sum())} of {n} frames show no person; their skeleton images are blank")
+    off = _frames_off_canvas(kp_rt[person_found], H, W)
+    if retarget != "none" and off > 0.2 * max(1, person_found.sum()):
+        warnings.append(
+            f"in {off} frames most of the retargeted skeleton lies outside the canvas: the two people were measured "
+            "very differently (e.g. a side view against a frontal photo); check the preview, or try retarget 'none'"
+        )
     if not face_found.any():
         warnings.append("no face found in any frame; the face controls are blank (the expression will not follow the clip)")
 
@@ -593,6 +599,14 @@ def extract_motion(
     if progress is not None:
         progress(1.0, "motion extracted")
     return motion
+
+
+def _frames_off_canvas(kp: np.ndarray, height: int, width: int, min_conf: float = 0.3) -> int:
+    """Frames ([T,128,3] keypoints) with most of their confident body joints off the canvas."""
+    body = kp[:, :18]
+    ok = body[..., 2] >= min_conf
+    out = ok & ((body[..., 0] < 0) | (body[..., 0] >= width) | (body[..., 1] < 0) | (body[..., 1] >= height))
+    return int(((out.sum(1) * 2 > ok.sum(1)) & (ok.sum(1) > 0)).sum())
 
 
 def _interpolate_track(analysed: list, track: list, n: int) -> list:
