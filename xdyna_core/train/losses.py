@@ -122,20 +122,16 @@ def controlnet_residuals(controlnet, noisy_frames: torch.Tensor, t: torch.Tensor
     return [to5d(d) for d in down], to5d(mid)
 
 
-def video_diffusion_loss(unet, ref_latents: torch.Tensor, latents: torch.Tensor, context: torch.Tensor,
-                         alphas_cumprod: torch.Tensor, controlnets: Sequence, text: torch.Tensor,
-                         generator: Optional[torch.Generator] = None):
-    """Stages 1-2: eps-prediction MSE of the X-Dyna UNet on a clip, in the pipeline's layout.
+def predict_noise(unet, ref_latents: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                  controlnets: Sequence, text: torch.Tensor) -> torch.Tensor:
+    """The X-Dyna UNet's noise prediction for the noisy frames, in the pipeline's layout.
 
-    ref_latents [B, 4, h, w] (clean reference, frame 0, same timestep as the clip, official
-    semantics §7), latents [B, 4, F, h, w] (ground-truth frames), context [B, 77 + 16, D]
-    (text + IP tokens), controlnets: list of (controlnet, cond [B*F, C, H, W]) whose residuals
-    are summed (§19), text [B, 77, D] (ControlNets see text only). Frame 0's prediction is
-    dropped, as the pipeline drops it (§16)."""
-    b, c, f, h, w = latents.shape
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
-    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator, device=latents.device)
-    noisy = add_noise(alphas_cumprod, latents, noise, t)
+    ref_latents [B, 4, h, w] (clean reference: frame 0, same timestep as the clip, official
+    semantics §7), noisy [B, 4, F, h, w], t [B], context [B, 77 + 16, D] (text + IP tokens),
+    controlnets: list of (controlnet, cond [B*F, C, H, W]) whose residuals are summed (§19),
+    text [B, 77, D] (ControlNets see text only, §17). Returns eps [B, 4, F, h, w]: frame 0's
+    prediction is dropped, as the pipeline drops it (§16)."""
+    b, c, f, h, w = noisy.shape
     folded = noisy.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
     down = mid = None
     for controlnet, cond in controlnets:
@@ -150,4 +146,17 @@ def video_diffusion_loss(unet, ref_latents: torch.Tensor, latents: torch.Tensor,
         kwargs = dict(down_block_additional_residuals=[d.to(_dtype(unet)) for d in down],
                       mid_block_additional_residual=mid.to(_dtype(unet)))
     pred = unet(sample.to(_dtype(unet)), t, encoder_hidden_states=context.to(_dtype(unet)), **kwargs).sample
-    return F.mse_loss(pred[:, :, 1:].float(), noise)
+    return pred[:, :, 1:]
+
+
+def video_diffusion_loss(unet, ref_latents: torch.Tensor, latents: torch.Tensor, context: torch.Tensor,
+                         alphas_cumprod: torch.Tensor, controlnets: Sequence, text: torch.Tensor,
+                         generator: Optional[torch.Generator] = None):
+    """Stages 1-2: eps-prediction MSE of the X-Dyna UNet on a clip (latents [B, 4, F, h, w] of
+    the ground-truth frames), noised at one timestep per clip; see `predict_noise`."""
+    b = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
+    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator, device=latents.device)
+    noisy = add_noise(alphas_cumprod, latents, noise, t)
+    pred = predict_noise(unet, ref_latents, noisy, t, context, controlnets, text)
+    return F.mse_loss(pred.float(), noise)

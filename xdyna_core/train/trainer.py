@@ -562,7 +562,7 @@ class Trainer:
     def _text(self, comps) -> torch.Tensor:
         pipe = make_pipeline(comps)
         with torch.no_grad():
-            return pipe._encode_text("", "cpu").to(self.device)
+            return pipe._encode_text("", next(comps["text_encoder"].parameters()).device).to(self.device)
 
     def _alphas(self, comps) -> torch.Tensor:
         return L.ddpm_scheduler_from(comps["scheduler"].config).alphas_cumprod.to(self.device)
