@@ -151,8 +151,10 @@ class Framing:
         sharp = self._warp_replicate(img)
         if inside.min() >= 0.999:
             return sharp
-        sigma = 0.04 * max(self.height, self.width)
-        blurred = cv2.GaussianBlur(sharp, (0, 0), sigma)
+        # A wide blur, computed at 1/8 resolution (same look, a hundredth of the work).
+        small = cv2.resize(sharp, (max(1, self.width // 8), max(1, self.height // 8)), interpolation=cv2.INTER_AREA)
+        small = cv2.GaussianBlur(small, (0, 0), 0.005 * max(self.height, self.width))
+        blurred = cv2.resize(small, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
         feather = cv2.GaussianBlur(inside, (0, 0), 3.0)
         w = (np.minimum(inside, feather)[..., None] if sharp.ndim == 3 else np.minimum(inside, feather))
         return (sharp.astype(np.float32) * w + blurred.astype(np.float32) * (1.0 - w) + 0.5).astype(np.uint8)
