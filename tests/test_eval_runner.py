@@ -171,3 +171,14 @@ def test_bad_inputs_have_clear_messages(tmp_path):
     (tmp_path / "gen" / "a.mp4").write_bytes(b"x")
     with pytest.raises(InputError, match="two videos named 'a'"):
         evaluate(tmp_path / "gen", tmp_path / "ref", progress=False)
+
+
+def test_a_broken_face_model_is_a_clear_weights_error(tmp_path):
+    bad = tmp_path / "w600k_r50.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(MissingWeightsError, match="not a usable ONNX"):
+        OnnxFaceEmbedder(bad)
+    write_frames(tmp_path / "ref" / "v", person_clip(2, size=64))
+    write_frames(tmp_path / "gen" / "v", person_clip(2, size=64))
+    res = evaluate(tmp_path / "gen", tmp_path / "ref", EvalConfig(metrics=("face-cos",), weights_dir=str(tmp_path)), progress=False)
+    assert "not a usable ONNX" in res.unavailable["face-cos"]

@@ -86,10 +86,15 @@ class OnnxFaceEmbedder:
     def __init__(self, path, providers: Optional[list] = None):
         import onnxruntime as ort
 
+        from xdyna_core.errors import MissingWeightsError
+
         self.path = str(path)
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(self.path, providers=providers)
+        try:
+            self.session = ort.InferenceSession(self.path, providers=providers)
+        except Exception as err:  # onnxruntime raises its own types for bad files
+            raise MissingWeightsError(f"{self.path} is not a usable ONNX face-recognition model ({err}); replace it with w600k_r50.onnx") from err
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_size = int(inp.shape[2]) if isinstance(inp.shape[2], int) else 112

@@ -37,6 +37,8 @@ def format_value(metric: str, value) -> str:
         return "∞" if v > 0 else "−∞"
     if metric == "face-det":
         return f"{v:.1f}%"
+    if v != 0 and abs(v) < 0.01 and metric not in ("l1",):
+        return f"{v:.2g}"  # small distances (few samples, tiny networks) stay visible
     if metric == "l1-disco":
         return f"{v:.3g}"
     if metric == "l1":
@@ -106,6 +108,7 @@ def per_frame_plot_png(video: dict, title: str = "") -> Optional[bytes]:
         n_inf = sum(1 for v in per_frame.get("full", {}).get(m, []) if v is not None and math.isinf(float(v)))
         ax.set_title(f"{METRICS[m].label} {arrow(m)}" + (f"  ({n_inf} ∞)" if n_inf else ""), fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.grid(alpha=0.3)
         ax.set_xlabel("frame", fontsize=7)
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -180,7 +183,7 @@ def _cell(metric, value, cls_extra="", title=""):
     return f'<td class="{cls}"{t}>{format_value(metric, value)}</td>'
 
 
-def _paper_table(results: Sequence[EvalResult], layout, caption: str) -> str:
+def _paper_table(results: Sequence[EvalResult], layout, caption: str, footnote: bool = True) -> str:
     rows0 = paper_table_rows(results[0], layout)
     groups = []
     for g, *_ in rows0:
@@ -203,7 +206,7 @@ def _paper_table(results: Sequence[EvalResult], layout, caption: str) -> str:
             better = _better(m, base[i], value) if k > 0 else None
             cells.append(_cell(m, value, "" if better is None else ("good" if better else "bad"), title))
         body.append(f"<tr><td>{html.escape(res.label or 'generated')}</td>{''.join(cells)}</tr>")
-    fg_missing = any("fg" not in r.regions for r in results) and any(row[1] == "fg" for row in layout)
+    fg_missing = footnote and any("fg" not in r.regions for r in results) and any(row[1] == "fg" for row in layout)
     foot = '<p class="note">No foreground mask was used: "Foreground" columns show full-frame numbers. Run with <code>--masks fg,bg</code> for the paper\'s split.</p>' if fg_missing else ""
     return (
         f"<h3>{html.escape(caption)}</h3><div class='scroll'><table><thead><tr class='group'><th></th>{head_g}</tr>"
@@ -298,7 +301,7 @@ def render_report(results, path, title: str = "X-Dyna evaluation", max_videos: i
     parts.append(_paper_table(results, PAPER_TABLE2, "Human animation (X-Dyna Table 2 layout)"))
     if any("dtfvd" in r.metrics or "fvd" in r.metrics for r in results):
         layout = PAPER_TABLE1 + ((("Other", "full", "fvd"),) if any("fvd" in r.metrics for r in results) else ())
-        parts.append(_paper_table(results, layout, "Dynamics (X-Dyna Table 1 layout; FVD with I3D-Kinetics added)"))
+        parts.append(_paper_table(results, layout, "Dynamics (X-Dyna Table 1 layout; FVD with I3D-Kinetics added)", footnote=False))
     parts.append("</section>")
 
     parts.append(f"<section><h2>All numbers</h2>{_all_numbers_table(results)}")
