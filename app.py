@@ -142,11 +142,11 @@ def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request:
 
 @_on_gpu
 def _generate(extracted, settings, model_choice, progress, cancel):
-    """The part that needs the GPU (under `spaces.GPU` on ZeroGPU): load the model, generate."""
+    """The part that needs the GPU (under `spaces.GPU` on ZeroGPU): load the model, generate.
+    Returns plain data (label, frames, seconds), which can cross ZeroGPU's process boundary."""
     model = MODELS.get(model_choice, progress=progress)
-    result = studio.animate(extracted, settings, model, workdir=WORKSPACE.new_job("animate"),
-                            progress=progress, cancel=cancel)
-    return model.label, result
+    frames, seconds = studio.generate(extracted, settings, model, progress=progress, cancel=cancel)
+    return model.label, frames, seconds
 
 
 @_friendly_errors
@@ -177,7 +177,9 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         for text in extracted.warnings:
             gr.Warning(text)
 
-    label, result = _generate(extracted, settings, model, report, cancel)
+    label, frames, seconds = _generate(extracted, settings, model, report, cancel)
+    result = studio.save_animation(extracted, frames, seconds, settings.seed, workdir=WORKSPACE.new_job("animate"),
+                                   progress=report)
     status = studio.describe_result(result, label, reused)
     return (str(result.video), str(result.side_by_side), [str(result.video), str(result.side_by_side)],
             status, *previews, extracted)

@@ -236,13 +236,15 @@ def model_choices() -> list:
     """(label, value) pairs for the model dropdown."""
     return [
         ("Embedded tiny model — runs on this CPU, offline, rough preview quality", MODEL_TINY),
-        ("Official X-Dyna — best quality, needs a CUDA GPU with ≥ 12 GB (≈ 10 GB download on first use)", MODEL_OFFICIAL),
+        ("Official X-Dyna — best quality, needs a CUDA GPU with ≥ 12 GB (≈ 9 GB download on first use)", MODEL_OFFICIAL),
     ]
 
 
 def default_model_choice() -> str:
+    """XDYNA_MODEL: "tiny" (default), "official", or a folder holding the official model
+    (then official is chosen and loaded from there)."""
     value = os.environ.get("XDYNA_MODEL", "").strip()
-    return MODEL_OFFICIAL if value == MODEL_OFFICIAL else MODEL_TINY
+    return MODEL_TINY if value in ("", MODEL_TINY) else MODEL_OFFICIAL
 
 
 def tiny_model_dir() -> Optional[Path]:
@@ -269,7 +271,7 @@ def official_model_dir() -> Optional[Path]:
 # because tiny.py imports torch, which would slow the page's start; a test keeps them equal).
 UNTRAINED_TINY_SIZE = 64
 
-MIN_OFFICIAL_GPU_GB = 10.0  # fp16 weights (~5 GB) + activations of a 16-frame window at 896x512
+MIN_OFFICIAL_GPU_GB = 12.0  # fp16 weights (~6 GB) + activations of a 16-frame window at 896x512 with CFG
 
 
 class ModelManager:
@@ -344,10 +346,10 @@ def _load_official(progress: Optional[ProgressFn]) -> LoadedModel:
     local = official_model_dir()
     if progress:
         progress(0.0, "Loading official X-Dyna" + (f" from {local}" if local else
-                                                   " (downloading ≈ 10 GB on first use — this can take a while)"))
+                                                   " (downloading ≈ 9 GB on first use — this can take a while)"))
     try:
         if local is not None:
-            pipe = XDynaPipeline.from_pretrained(local, torch_dtype=dtype)
+            pipe = XDynaPipeline.from_pretrained(local, dtype=dtype)
         else:
             pipe = XDynaPipeline.from_official(torch_dtype=dtype)
     except MissingWeightsError:
@@ -676,14 +678,14 @@ class Animation:
     seed: int
 
 
-def animate(extracted: Extracted, settings: GenerationSettings, model: LoadedModel, *, workdir: os.PathLike,
-            progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None) -> Animation:
-    """Step 2: generate the video; progress per denoising step and window with an ETA;
-    `cancel` is checked after every window of every step (the pipeline then raises
-    `Cancelled`, writes nothing, and the memory it held is freed)."""
-    import torch
+def generate(extracted: Extracted, settings: GenerationSettings, model: LoadedModel, *,
+             progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None) -> tuple:
+    """The GPU part of step 2: run the pipeline, return (frames uint8 [T,H,W,3], seconds).
 
-    from xdyna_core.io import side_by_side, write_video
+    Progress per denoising step and window with an ETA (fractions 0..0.95); `cancel` is
+    checked after every window of every step, the pipeline then raises `Cancelled` and the
+    memory it held is freed. One generation at a time per process (one per GPU)."""
+    import torch
 
     motion = extracted.motion
     pipe = model.pipe
@@ -722,26 +724,47 @@ def animate(extracted: Extracted, settings: GenerationSettings, model: LoadedMod
                 pose_conditioning_scale=settings.pose_conditioning_scale,
                 face_conditioning_scale=settings.face_conditioning_scale,
                 window_size=window, window_overlap=overlap, window_schedule=settings.window_schedule,
+                # A CPU generator gives the same video for the same seed on any device.
                 generator=torch.Generator("cpu").manual_seed(settings.seed), output_type="uint8",
                 progress=on_progress, callback_on_step_end=on_step_end)
             frames = out.frames
-        finally:
+        except torch.cuda.OutOfMemoryError:
             free_memory()
-        seconds = time.monotonic() - started
+            raise ModelUnavailable(
+                f"The GPU ran out of memory for {motion.num_frames} frames at {motion.width}×{motion.height}. "
+                "Try a smaller video size or fewer frames (memory grows with both).") from None
+        finally:
+            out = None
+            free_memory()
+        return frames, time.monotonic() - started
 
+
+def save_animation(extracted: Extracted, frames, seconds: float, seed: int, *, workdir: os.PathLike,
+                   progress: Optional[ProgressFn] = None) -> Animation:
+    """Write the generated video and the side-by-side (driving | skeleton | generated) as
+    H.264 mp4 files in `workdir` (no GPU needed: on ZeroGPU this runs after the GPU is released)."""
+    from xdyna_core.io import side_by_side, write_video
+
+    motion = extracted.motion
     workdir = Path(workdir)
-    write = _stage_progress(progress, cancel, 0.95, 0.05)
+    write = _stage_progress(progress, None, 0.95, 0.05)
     write(0.0, "Saving the video")
-    video = write_video(workdir / f"xdyna_seed{settings.seed}.mp4", frames, motion.fps)
+    video = write_video(workdir / f"xdyna_seed{seed}.mp4", frames, motion.fps)
     write(0.5, "Saving the side-by-side video")
     clips = [c for c in (extracted.driving, motion.pose_images) if c is not None] + [frames]
     labels = (["driving clip"] if extracted.driving is not None else []) + ["skeleton", "generated"]
     height = motion.height * -(-PREVIEW_MIN_HEIGHT // motion.height)  # whole-factor enlargement, as previews
-    sbs = write_video(workdir / f"xdyna_seed{settings.seed}_side_by_side.mp4",
+    sbs = write_video(workdir / f"xdyna_seed{seed}_side_by_side.mp4",
                       side_by_side(*clips, labels=labels, height=height, length="shortest"), motion.fps)
     write(1.0, "Done")
-    return Animation(video, sbs, int(len(frames)), float(motion.fps), motion.width, motion.height, seconds,
-                     settings.seed)
+    return Animation(video, sbs, int(len(frames)), float(motion.fps), motion.width, motion.height, seconds, seed)
+
+
+def animate(extracted: Extracted, settings: GenerationSettings, model: LoadedModel, *, workdir: os.PathLike,
+            progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None) -> Animation:
+    """Step 2: `generate` then `save_animation`. Nothing is written when cancelled."""
+    frames, seconds = generate(extracted, settings, model, progress=progress, cancel=cancel)
+    return save_animation(extracted, frames, seconds, settings.seed, workdir=workdir, progress=progress)
 
 
 def describe_result(result: Animation, model_label: str, reused: bool) -> str:
@@ -918,7 +941,7 @@ def describe_system(choice: str, models: Optional[ModelManager] = None) -> str:
             model = "**Model:** official X-Dyna, loaded and ready."
         else:
             model = ("**Model:** official X-Dyna — " + ("found locally" if official_model_dir() else
-                     "downloaded on first use (≈ 10 GB; progress is shown)") + ".")
+                     "downloaded on first use (≈ 9 GB; progress is shown)") + ".")
         dtype = info.dtype
     else:
         trained = tiny_model_dir() is not None
