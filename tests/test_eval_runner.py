@@ -182,3 +182,12 @@ def test_a_broken_face_model_is_a_clear_weights_error(tmp_path):
     write_frames(tmp_path / "gen" / "v", person_clip(2, size=64))
     res = evaluate(tmp_path / "gen", tmp_path / "ref", EvalConfig(metrics=("face-cos",), weights_dir=str(tmp_path)), progress=False)
     assert "not a usable ONNX" in res.unavailable["face-cos"]
+
+
+def test_paper_scale_l1_through_the_runner(tmp_path):
+    ref = np.full((3, 32, 48, 3), 100, np.uint8)
+    write_frames(tmp_path / "ref" / "v", ref)
+    write_frames(tmp_path / "gen" / "v", ref + 10)
+    res = evaluate(tmp_path / "gen", tmp_path / "ref", EvalConfig(metrics=("l1", "l1-disco")), progress=False)
+    assert res.value("l1") == pytest.approx(10 / 255) and res.value("l1-disco") == pytest.approx(10 / (32 * 48))
+    assert "L1 (paper scale)" in render_report(res, tmp_path / "r.html").read_text()
