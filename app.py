@@ -363,14 +363,15 @@ def build_demo() -> gr.Blocks:
         motion_inputs = [photo, clip, resolution, fps, max_frames, retarget]
         previews = [skeleton, faces, overlay, facts]
         ev_extract = extract_btn.click(extract, inputs=motion_inputs, outputs=[*previews, motion_state],
-                                       api_name="extract", concurrency_id="extract", concurrency_limit=2)
+                                       api_name="extract", concurrency_id="extract", concurrency_limit=2,
+                                       show_progress_on=[skeleton])
         ev_animate = animate_btn.click(
             animate,
             inputs=[photo, clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
                     guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
                     window_schedule, motion_state],
             outputs=[result, side, downloads, status, *previews, motion_state],
-            api_name="animate", concurrency_id="gpu", concurrency_limit=1)
+            api_name="animate", concurrency_id="gpu", concurrency_limit=1, show_progress_on=[result])
         cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,
                          api_visibility="private")
         clip.change(clip_uploaded, inputs=clip, outputs=facts, api_visibility="private")

@@ -230,7 +230,23 @@ def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     page.fill("#steps input[type=number]", "50")
     page.locator("#steps input[type=number]").blur()
     page.click("#animate-btn")
-    page.wait_for_function("() => /step \\d+ of 50/.test(document.body.innerText)", timeout=180_000)
+    # Progress per step with the time left, shown on the result while the job runs.
+    page.wait_for_function("() => /step \\d+ of 50.*left/.test(document.body.innerText)", timeout=180_000)
+    shot(page, "app_progress")
+
+    # A second visitor meanwhile waits in the queue (one generation at a time) and sees where.
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    other.goto(server[1])
+    other.wait_for_selector("#photo input[type=file]", state="attached")
+    upload(other, *inputs)
+    set_fast_settings(other)
+    other.click("#animate-btn")
+    other.wait_for_function("() => /queue/i.test(document.querySelector('#result').innerText)", timeout=60_000)
+    assert "1/" in other.inner_text("#result")  # first in line
+    shot(other, "app_queued")
+    other.click("#cancel-btn")
+    other.close()
+
     started = time.monotonic()
     page.click("#cancel-btn")
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Stopped')")

@@ -238,6 +238,16 @@ def test_workspace_prunes_old_jobs_and_cleans_up(tmp_path):
     assert not ws.root.exists()
 
 
+def test_motion_cache_keeps_the_newest_files(tmp_path):
+    for i in range(5):
+        f = tmp_path / f"{i}.npz"
+        f.write_bytes(b"x")
+        os.utime(f, (1000 + i, 1000 + i))
+    assert studio.prune_cache(tmp_path, 3) == 2
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["2.npz", "3.npz", "4.npz"]
+    assert studio.prune_cache(tmp_path / "missing", 3) == 0
+
+
 def test_for_display_enlarges_small_previews_only():
     small = np.zeros((3, 64, 32, 3), np.uint8)
     small[:, 0, 0] = 255

@@ -72,6 +72,7 @@ class Limits:
     queue_size: int = 20  # XDYNA_QUEUE_SIZE: visitors waiting at once
     temp_max_age_s: float = 3600.0  # XDYNA_TEMP_MAX_AGE_S: temporary files older than this are deleted
     gpu_duration_s: int = 180  # XDYNA_GPU_DURATION: seconds asked of ZeroGPU per generation
+    cache_max_files: int = 200  # XDYNA_CACHE_MAX_FILES: extracted motions kept on disk (newest first)
 
 
 _LIMIT_ENV = {
@@ -83,6 +84,7 @@ _LIMIT_ENV = {
     "queue_size": ("XDYNA_QUEUE_SIZE", int),
     "temp_max_age_s": ("XDYNA_TEMP_MAX_AGE_S", float),
     "gpu_duration_s": ("XDYNA_GPU_DURATION", int),
+    "cache_max_files": ("XDYNA_CACHE_MAX_FILES", int),
 }
 
 
@@ -110,6 +112,18 @@ def cache_dir() -> Path:
     path = Path(os.environ.get("XDYNA_CACHE_DIR") or Path.home() / ".cache" / "xdyna-studio")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def prune_cache(folder: Path, max_files: int) -> int:
+    """Keep the `max_files` most recently used files of a cache folder; returns how many went."""
+    try:
+        files = sorted((f for f in Path(folder).iterdir() if f.is_file()), key=lambda f: f.stat().st_mtime,
+                       reverse=True)
+    except FileNotFoundError:
+        return 0
+    for f in files[max_files:]:
+        f.unlink(missing_ok=True)
+    return max(0, len(files) - max_files)
 
 
 # --------------------------------------------------------------------------------------
@@ -564,10 +578,12 @@ def extract(photo, clip, settings: MotionSettings, *, limits: Limits, workdir: o
     from xdyna_core.io import write_video
     from xdyna_core.preprocess.motion import extract_motion, face_patch_video, retarget_overlay
 
+    motion_cache = cache_dir() / "motion"
     motion = extract_motion(
         str(clip), str(photo), size=(settings.height, settings.width), fps=settings.fps,
         max_frames=settings.max_frames, retarget=settings.retarget, keep_frames=True,
-        cache_dir=cache_dir() / "motion", progress=_stage_progress(progress, cancel, 0.0, 0.85))
+        cache_dir=motion_cache, progress=_stage_progress(progress, cancel, 0.0, 0.85))
+    prune_cache(motion_cache, limits.cache_max_files)
     if cancel is not None and cancel.is_set():
         raise Cancelled("stopped by the user")
     workdir = Path(workdir)
