@@ -227,8 +227,12 @@ def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     else:
         upload(page, *inputs)
     set_fast_settings(page)
+    # A long job (50 steps, 2 windows, guidance on), so that it is surely still running when
+    # the second visitor arrives and when Cancel is pressed.
     page.fill("#steps input[type=number]", "50")
-    page.locator("#steps input[type=number]").blur()
+    page.fill("#max_frames input[type=number]", "24")
+    page.fill("#guidance input[type=number]", "2")
+    page.locator("#guidance input[type=number]").blur()
     page.click("#animate-btn")
     # Progress per step with the time left, shown on the result while the job runs.
     page.wait_for_function("() => /step \\d+ of 50.*left/.test(document.body.innerText)", timeout=180_000)
@@ -247,6 +251,7 @@ def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     other.click("#cancel-btn")
     other.close()
 
+    assert "Done" not in page.inner_text("#status")
     started = time.monotonic()
     page.click("#cancel-btn")
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Stopped')")
