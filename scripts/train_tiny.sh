@@ -12,7 +12,7 @@
 #               checkpoints) into DIR as tiny.tgz.part-* pieces of 15 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MINUTES=80 PROFILE=auto OUT=outputs/tiny ASSETS=assets/tiny-xdyna DO_TRAIN=1 DO_FINISH=1 PACK=""
+MINUTES=80 PROFILE=auto OUT=outputs/tiny ASSETS=assets/tiny-xdyna DO_TRAIN=1 DO_FINISH=1 PACK="" EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES="$2"; shift 2 ;;
@@ -22,6 +22,7 @@ while [ $# -gt 0 ]; do
     --train-only) DO_FINISH=0; shift ;;
     --finish-only) DO_TRAIN=0; shift ;;
     --pack) PACK="$2"; shift 2 ;;
+    --size|--image-pool|--seed) EXTRA+=("$1" "$2"); shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -38,7 +39,7 @@ if [ "$PROFILE" = auto ]; then
 fi
 $PY -c "import torch; print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
 if [ "$DO_TRAIN" = 1 ]; then
-  $PY -m xdyna_core.train.tiny_recipe train --minutes "$MINUTES" --profile "$PROFILE" --out "$OUT" || status=$?
+  $PY -m xdyna_core.train.tiny_recipe train --minutes "$MINUTES" --profile "$PROFILE" --out "$OUT" "${EXTRA[@]}" || status=$?
   if [ -n "$PACK" ]; then
     mkdir -p "$PACK"
     files=$(cd "$OUT" && ls -d recipe.json tiny-xdyna stage*/summary.json stage*/loss.png stage*/losses.json stage*/validation 2>/dev/null || true)

@@ -63,6 +63,9 @@ class Stage0Config:
     vae_batch_size: int = 32
     backbone_learning_rate: float = 3e-4
     backbone_batch_size: int = 64
+    # >0: render this many frames once (with data.num_workers processes) and train both phases
+    # on that fixed pool (the backbone on its pre-encoded latents); 0: render on the fly.
+    image_pool: int = 0
     tiny: dict = field(default_factory=dict)  # keyword arguments of make_tiny_components
 
 

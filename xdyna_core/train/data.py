@@ -336,6 +336,57 @@ class SyntheticImageDataset(KeyedDataset):
         return {"image": torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 127.5 - 1.0}
 
 
+def _render_group(args):
+    dataset, group = args
+    return dataset._group(group, 0)
+
+
+def render_image_pool(dataset: SyntheticImageDataset, workers: int = 1) -> np.ndarray:
+    """All ``len(dataset)`` images of epoch 0 of ``dataset`` as one uint8 array [N, H, W, 3],
+    rendered by ``workers`` processes (a fixed pool that stage 0 then reuses every epoch; on a GPU
+    the renderer, not the GPU, is the bottleneck)."""
+    groups = list(range((len(dataset) + dataset.frames_per_clip - 1) // dataset.frames_per_clip))
+    out = np.empty((len(dataset), dataset.height, dataset.width, 3), np.uint8)
+    if workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(workers) as pool:
+            results = pool.imap(_render_group, [(dataset, g) for g in groups], chunksize=4)
+            for g, frames in zip(groups, results):
+                n = min(dataset.frames_per_clip, len(dataset) - g * dataset.frames_per_clip)
+                out[g * dataset.frames_per_clip: g * dataset.frames_per_clip + n] = frames[:n]
+    else:
+        for g in groups:
+            frames = dataset._group(g, 0)
+            n = min(dataset.frames_per_clip, len(dataset) - g * dataset.frames_per_clip)
+            out[g * dataset.frames_per_clip: g * dataset.frames_per_clip + n] = frames[:n]
+    return out
+
+
+class PooledImages(KeyedDataset):
+    """A fixed pool of images (uint8 [N, H, W, 3]) or of their VAE latent distributions
+    (``mean``/``std`` float [N, 4, h, w]), shuffled anew every epoch.
+
+    Items: ``{"image": float [3, H, W] in [-1, 1]}`` or ``{"latent_mean", "latent_std"}``."""
+
+    def __init__(self, images: Optional[np.ndarray] = None, mean: Optional[torch.Tensor] = None,
+                 std: Optional[torch.Tensor] = None, seed: int = 0):
+        self.images = torch.from_numpy(images) if images is not None else None
+        self.mean, self.std, self.seed = mean, std, int(seed)
+        self._perm_epoch, self._perm = None, None
+
+    def __len__(self) -> int:
+        return len(self.images) if self.images is not None else len(self.mean)
+
+    def get(self, index: int, epoch: int) -> dict:
+        if self._perm_epoch != epoch:
+            self._perm, self._perm_epoch = item_rng(self.seed, epoch, 0x9001).permutation(len(self)), epoch
+        j = int(self._perm[index])
+        if self.images is not None:
+            return {"image": self.images[j].permute(2, 0, 1).float() / 127.5 - 1.0}
+        return {"latent_mean": self.mean[j], "latent_std": self.std[j]}
+
+
 # ----------------------------------------------------------------------------------------
 # video folders
 # ----------------------------------------------------------------------------------------

@@ -26,17 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
-# Share of the total budget per part: stage-0 VAE, stage-0 backbone, stage 1, stage 2.
-SPLIT = (0.14, 0.26, 0.45, 0.15)
+# Share of the total budget per part: stage-0 VAE, stage-0 backbone (incl. rendering the image
+# pool), stage 1, stage 2.
+SPLIT = {"cpu": (0.12, 0.28, 0.45, 0.15), "gpu": (0.12, 0.22, 0.50, 0.16)}
 
 PROFILES = {
     # 2 shared CPU cores: small batches, one data worker rendering beside the training.
     "cpu": dict(vae_batch_size=8, backbone_batch_size=16, train_batch_size=1, num_workers=1, windows_per_clip=1,
-                clip_frames=20, vae_lr=1e-3, backbone_lr=5e-4, video_lr=3e-4, checkpointing_steps=100, warmup=30),
+                clip_frames=20, vae_lr=1e-3, backbone_lr=5e-4, video_lr=3e-4, checkpointing_steps=100, warmup=30,
+                image_pool=2000, mixed_precision="no"),
     # one GPU and ~16 CPU cores: data rendering is the bottleneck, so each rendered clip feeds
     # several windows of a batch.
     "gpu": dict(vae_batch_size=32, backbone_batch_size=96, train_batch_size=8, num_workers=-2, windows_per_clip=4,
-                clip_frames=40, vae_lr=1e-3, backbone_lr=5e-4, video_lr=3e-4, checkpointing_steps=0, warmup=100),
+                clip_frames=40, vae_lr=1e-3, backbone_lr=5e-4, video_lr=3e-4, checkpointing_steps=0, warmup=100,
+                image_pool=12000, mixed_precision="bf16"),
 }
 
 
@@ -45,31 +48,38 @@ def _workers(n: int) -> int:
 
 
 def train(out: str, minutes: float, profile: str = "cpu", device: str | None = None, seed: int = 0,
-          configs: str = "configs/train") -> Path:
+          configs: str = "configs/train", size: str | None = None, image_pool: int | None = None) -> Path:
     from .config import load_config
     from .trainer import Trainer
 
-    p = PROFILES[profile]
+    p = dict(PROFILES[profile])
+    split = SPLIT[profile]
+    if image_pool is not None:
+        p["image_pool"] = image_pool
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = _workers(p["num_workers"])
     common = {"device": device, "data.num_workers": workers, "validation.every_steps": 0,
+              "mixed_precision": p["mixed_precision"],
               "checkpointing_steps": p["checkpointing_steps"], "lr_warmup_steps": p["warmup"]}
+    if size:
+        h, w = (int(v) for v in size.lower().split("x"))
+        common.update({"data.height": h, "data.width": w})
     t_total = time.time()
     summaries = {}
     stages = [
         ("0", {"output_dir": str(out / "stage0"), "seed": seed, "max_steps": 10**7,
-               "max_minutes": minutes * (SPLIT[0] + SPLIT[1]), "stage0.vae_steps": 10**7,
-               "stage0.vae_minutes": minutes * SPLIT[0], "stage0.vae_batch_size": p["vae_batch_size"],
+               "max_minutes": minutes * (split[0] + split[1]), "stage0.vae_steps": 10**7,
+               "stage0.vae_minutes": minutes * split[0], "stage0.vae_batch_size": p["vae_batch_size"],
                "stage0.backbone_batch_size": p["backbone_batch_size"], "stage0.vae_learning_rate": p["vae_lr"],
-               "stage0.backbone_learning_rate": p["backbone_lr"]}),
+               "stage0.backbone_learning_rate": p["backbone_lr"], "stage0.image_pool": p["image_pool"]}),
         ("1", {"output_dir": str(out / "stage1"), "pretrained_model": str(out / "stage0" / "model"),
-               "seed": seed + 1, "max_steps": 10**7, "max_minutes": minutes * SPLIT[2],
+               "seed": seed + 1, "max_steps": 10**7, "max_minutes": minutes * split[2],
                "train_batch_size": p["train_batch_size"], "learning_rate": p["video_lr"],
                "data.windows_per_clip": p["windows_per_clip"], "data.human.clip_frames": p["clip_frames"],
                "data.scene.clip_frames": p["clip_frames"]}),
         ("2", {"output_dir": str(out / "stage2"), "pretrained_model": str(out / "stage1" / "model"),
-               "seed": seed + 2, "max_steps": 10**7, "max_minutes": minutes * SPLIT[3],
+               "seed": seed + 2, "max_steps": 10**7, "max_minutes": minutes * split[3],
                "train_batch_size": p["train_batch_size"], "learning_rate": p["video_lr"],
                "data.windows_per_clip": p["windows_per_clip"], "data.human.clip_frames": p["clip_frames"]}),
     ]
@@ -292,13 +302,16 @@ def main(argv=None) -> int:
     t.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     t.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--size", help="HEIGHTxWIDTH (default: the configs' 256x128)")
+    t.add_argument("--image-pool", type=int, help="stage-0 image pool size (default: the profile's)")
     f = sub.add_parser("finish", help="evaluate, then write assets/tiny-xdyna with its model card")
     f.add_argument("--out", default="outputs/tiny")
     f.add_argument("--assets", default="assets/tiny-xdyna")
     f.add_argument("--clips", type=int, default=8)
     args = ap.parse_args(argv)
     if args.cmd == "train":
-        train(args.out, args.minutes, args.profile, args.device, args.seed)
+        train(args.out, args.minutes, args.profile, args.device, args.seed, size=args.size,
+              image_pool=args.image_pool)
     else:
         finish(args.out, args.assets, args.clips)
     return 0

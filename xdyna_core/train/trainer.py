@@ -37,8 +37,9 @@ from xdyna_core.errors import InputError, MissingWeightsError
 
 from . import losses as L
 from .config import TrainConfig
-from .data import (HarmonicDataFusion, HumanVideoDataset, KeyedDataset, SceneVideoDataset, StepSampler,
-                   SyntheticHumanDataset, SyntheticImageDataset, SyntheticSceneDataset, harmonic_data_fusion)
+from .data import (HarmonicDataFusion, HumanVideoDataset, KeyedDataset, PooledImages, SceneVideoDataset, StepSampler,
+                   SyntheticHumanDataset, SyntheticImageDataset, SyntheticSceneDataset, harmonic_data_fusion,
+                   render_image_pool)
 from .stages import count_parameters, set_trainable, stage1_parameter_groups, stage2_parameter_groups
 
 STATE_FILE = "trainer_state.json"
@@ -71,7 +72,13 @@ class BackboneObjective(nn.Module):
 
     def forward(self, batch: dict, generator: torch.Generator):
         with torch.no_grad():
-            latents = L.encode_latents(self._frozen["vae"], batch["image"], generator)
+            vae = self._frozen["vae"]
+            if "latent_mean" in batch:  # a pre-encoded image pool: sample the posterior here
+                mean, std = batch["latent_mean"], batch["latent_std"]
+                eps = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
+                latents = (mean + std * eps) * vae.config.scaling_factor
+            else:
+                latents = L.encode_latents(vae, batch["image"], generator)
         return L.image_diffusion_loss(self.unet2d, latents, self.text, self.alphas_cumprod, generator)
 
 
@@ -449,7 +456,7 @@ class Trainer:
         budget = phase.minutes * 60 if phase.minutes else None
         total_budget = cfg.max_minutes * 60 if cfg.max_minutes else None
         calibrated = phase.name in self.state["phase_end"]
-        first_step, t_first = step + 5, None
+        first_step, t_first = step + 2, None
         while step < end:
             micro_losses = []
             for micro in range(cfg.gradient_accumulation_steps):
@@ -478,7 +485,7 @@ class Trainer:
             # schedule still ends where it should and a resume keeps the same end.
             if step == first_step:
                 t_first = now
-            if not calibrated and (budget or total_budget) and t_first is not None and step - first_step >= 20:
+            if not calibrated and (budget or total_budget) and t_first is not None and step - first_step >= 8:
                 per_step = (now - t_first) / (step - first_step)
                 left = []
                 if budget:
@@ -492,6 +499,11 @@ class Trainer:
                 if bar is not None:
                     bar.total = end - phase.start
                     bar.refresh()
+            over = (budget and phase_t0 + now > budget) or (total_budget and elapsed0 + now > total_budget)
+            if over and step < end:  # slower than measured: stop at the budget anyway
+                end = span["end"] = step
+                if bar is not None:
+                    bar.total = end - phase.start
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_sched.get_last_lr()[0]:.2e}")
@@ -577,8 +589,20 @@ class Trainer:
             comps[name].requires_grad_(False)
         for m in (vae, unet2d, comps["text_encoder"]):
             m.to(self.device)
-        images = SyntheticImageDataset(num_images=65536, seed=cfg.seed, height=d.height, width=d.width,
-                                       scene_ratio=d.scene_ratio)
+        images = SyntheticImageDataset(num_images=s0.image_pool or 65536, seed=cfg.seed, height=d.height,
+                                       width=d.width, scene_ratio=d.scene_ratio)
+        train_images = images
+        pool = None
+        if s0.image_pool:
+            # A fixed pool rendered once by many processes; its time counts in the stage budget.
+            t = time.time()
+            pool = render_image_pool(images, workers=max(1, d.num_workers))
+            train_images = PooledImages(pool, seed=cfg.seed)
+            if "pool_seconds" not in self.state:
+                self.state["pool_seconds"] = time.time() - t
+                self.state["elapsed"] = self.state.get("elapsed", 0.0) + self.state["pool_seconds"]
+            self.log(f"rendered {len(pool)} images in {time.time() - t:.0f} s")
+        backbone_data = {"dataset": train_images}
         vae_end = min(s0.vae_steps, cfg.max_steps)
         text = self._text(comps)
         alphas = self._alphas(comps)
@@ -598,11 +622,13 @@ class Trainer:
                     raise MissingWeightsError(f"cannot resume stage 0 after its VAE phase: {f} is missing")
                 vae.load_state_dict(load_file(str(f)))
             if "vae_scaling_factor" not in self.state:
-                self.state["vae_scaling_factor"] = self._latent_scale(vae, images)
+                self.state["vae_scaling_factor"] = self._latent_scale(vae, images, pool)
             vae.register_to_config(scaling_factor=float(self.state["vae_scaling_factor"]))
             if not skipped and self.accelerator.is_main_process:
                 vae.save_pretrained(str(vae_dir), safe_serialization=True)
             self.log(f"VAE latent scaling factor {self.state['vae_scaling_factor']:.5f}")
+            if pool is not None:  # encode the pool once: the backbone phase then never runs the VAE
+                backbone_data["dataset"] = self._encode_pool(vae, pool)
 
         def vae_validate(step):
             self._validate_vae(vae, images, step)
@@ -612,26 +638,41 @@ class Trainer:
 
         vae.requires_grad_(True)
         unet2d.requires_grad_(False)
-        vae_phase = Phase("vae", VAEObjective(vae, s0.vae_kl_weight), list(vae.parameters()), images,
+        vae_phase = Phase("vae", VAEObjective(vae, s0.vae_kl_weight), list(vae.parameters()), train_images,
                           s0.vae_batch_size, s0.vae_learning_rate, 0, vae_end, s0.vae_minutes, vae_done, vae_validate,
                           {"vae": count_parameters(vae.parameters())})
 
         def make_backbone_phase():
             unet2d.requires_grad_(True)
             start = int(self.state["phase_end"].get("vae", vae_end))  # a time budget may end the VAE early
-            return Phase("backbone", BackboneObjective(unet2d, vae, text, alphas), list(unet2d.parameters()), images,
+            return Phase("backbone", BackboneObjective(unet2d, vae, text, alphas), list(unet2d.parameters()),
+                         backbone_data["dataset"],
                          s0.backbone_batch_size, s0.backbone_learning_rate, start, max(cfg.max_steps, start + 1), None,
                          None, backbone_validate, {"backbone": count_parameters(unet2d.parameters())})
 
         # the backbone phase is built when it starts (after the VAE phase froze the VAE)
         return [vae_phase, _LazyPhase(make_backbone_phase)]
 
-    def _latent_scale(self, vae, images) -> float:
-        """1 / std of the VAE latents on 256 training images (how SD's 0.18215 was chosen), so
+    @torch.no_grad()
+    def _encode_pool(self, vae, pool: np.ndarray) -> PooledImages:
+        means, stds = [], []
+        for i in range(0, len(pool), 128):
+            x = torch.from_numpy(pool[i:i + 128]).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            dist = vae.encode(x.to(next(vae.parameters()).dtype)).latent_dist
+            means.append(dist.mean.float().cpu())
+            stds.append(dist.std.float().cpu())
+        return PooledImages(mean=torch.cat(means), std=torch.cat(stds), seed=self.cfg.seed + 1)
+
+    def _latent_scale(self, vae, images, pool=None, n: int = 128) -> float:
+        """1 / std of the VAE latents of training images (how SD's 0.18215 was chosen), so
         latents enter diffusion with unit variance."""
-        xs = torch.stack([images.get(i, 10_000)["image"] for i in range(256)]).to(self.device)
+        if pool is not None:
+            xs = torch.from_numpy(pool[:n]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        else:
+            xs = torch.stack([images.get(i, 10_000)["image"] for i in range(n)])
+        xs = xs.to(self.device, next(vae.parameters()).dtype)
         with torch.no_grad():
-            z = torch.cat([vae.encode(xs[i:i + 32]).latent_dist.mode() for i in range(0, 256, 32)])
+            z = torch.cat([vae.encode(xs[i:i + 32]).latent_dist.mode() for i in range(0, len(xs), 32)])
         return float(1.0 / z.float().std())
 
     def video_phases(self) -> List[Phase]:
