@@ -11,6 +11,7 @@ peak GPU memory per clip length; the peak should not grow with the length
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable from a checkout without installing
+    sys.path.insert(0, str(ROOT))
 
 
 def build(device, dtype):
