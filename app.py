@@ -15,6 +15,8 @@ import functools
 import logging
 import os
 import random
+import signal
+import sys
 import threading
 
 import gradio as gr
@@ -30,7 +32,7 @@ MODELS = studio.ModelManager()
 _CANCEL: dict = {}  # session -> threading.Event that the running job checks at every step
 _CANCEL_LOCK = threading.Lock()
 
-try:  # ZeroGPU on Hugging Face Spaces: a GPU is attached only while a decorated call runs
+try:  # Hugging Face Spaces: on ZeroGPU a GPU is attached only while a decorated call runs
     import spaces
 
     _on_gpu = spaces.GPU(duration=LIMITS.gpu_duration_s)
@@ -39,6 +41,11 @@ except ImportError:
 
     def _on_gpu(fn):
         return fn
+
+
+# On ZeroGPU the decorated call runs in another process: its arguments and results must be
+# plain, picklable data, so live progress and the cancel event stay on this side there.
+ZERO_GPU = spaces is not None and bool(os.environ.get("SPACES_ZERO_GPU"))
 
 
 CSS = """
@@ -128,9 +135,18 @@ def _motion_settings(resolution: str, fps: str, max_frames, retarget: str) -> st
 @_friendly_errors
 def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request: gr.Request = None,
             progress=gr.Progress()):
-    """Step 1: read the movement of `driving_clip` and fit it to the person in `photo`.
-    Returns the skeleton video, the face-patch video, the fitted skeleton drawn on the photo,
-    and facts about the clip (markdown)."""
+    """Step 1: read the movement of a driving clip and fit it to the person in a photo.
+
+    Args:
+        photo: photo of one person (png, jpg, webp); full body works best.
+        driving_clip: video of someone moving (mp4, mov, webm, mkv, gif).
+        resolution: output size "WIDTHxHEIGHT", multiples of 64, e.g. "512x896" or "64x64".
+        fps: frame rate to sample the clip at ("8", "12", "15", "24", "30") or "clip" for the clip's own.
+        max_frames: frames to use from the start of the clip (at most XDYNA_MAX_FRAMES).
+        retarget: fit the movement to the photo's person: "global", "limbs" or "none".
+    Returns:
+        skeleton video, face-patch video, the first fitted skeleton drawn over the photo, facts (markdown).
+    """
     settings = _motion_settings(resolution, fps, max_frames, retarget)
     cancel = _new_cancel_event(request)
     ex = studio.extract(photo, driving_clip, settings, limits=LIMITS, workdir=WORKSPACE.new_job("extract"),
@@ -141,7 +157,7 @@ def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request:
 
 
 @_on_gpu
-def _generate(extracted, settings, model_choice, progress, cancel):
+def _generate(extracted, settings, model_choice, progress=None, cancel=None):
     """The part that needs the GPU (under `spaces.GPU` on ZeroGPU): load the model, generate.
     Returns plain data (label, frames, seconds), which can cross ZeroGPU's process boundary."""
     model = MODELS.get(model_choice, progress=progress)
@@ -153,10 +169,31 @@ def _generate(extracted, settings, model_choice, progress, cancel):
 def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
             guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
             window_schedule="blend", motion_state=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
-    """Step 2: animate `photo` with the movement of `driving_clip`. Re-uses the motion from
-    step 1 when photo, clip and motion settings are unchanged (otherwise extracts it first).
-    Returns the generated video, the side-by-side video (driving | skeleton | generated), the
-    files to download, and a status line."""
+    """Step 2: animate a photo with the movement of a driving clip. Re-uses the motion of /extract
+    from the same session when photo, clip and motion settings are unchanged; extracts it otherwise.
+
+    Args:
+        photo: photo of one person (as for /extract).
+        driving_clip: video of someone moving (as for /extract).
+        model: "tiny" (embedded, CPU) or "official" (X-Dyna, CUDA GPU).
+        resolution: output size "WIDTHxHEIGHT" (as for /extract).
+        fps: frame rate (as for /extract).
+        max_frames: frames to animate (as for /extract).
+        retarget: "global", "limbs" or "none" (as for /extract).
+        prompt: optional text describing the scene.
+        negative_prompt: optional text of things to avoid (used when guidance_scale >= 1).
+        guidance_scale: classifier-free guidance (official 7.5; below 1 switches it off).
+        adapter_scale: strength of the Dynamics-Adapter, i.e. of the photo's appearance (1 = paper).
+        pose_strength: pose ControlNet scale (0 ignores the skeleton).
+        face_strength: S-Face ControlNet scale (0 ignores the expressions).
+        steps: DDIM denoising steps (official 25).
+        seed: random seed; the same seed and settings give the same video.
+        window_overlap: frames shared by consecutive 16-frame windows (0-8).
+        window_schedule: "blend" (non-looping windows) or "official" (the official closed loop).
+    Returns:
+        generated video, side-by-side video (driving | skeleton | generated), both mp4 files, status (markdown),
+        and the four previews of /extract.
+    """
     motion_settings = _motion_settings(resolution, fps, max_frames, retarget)
     settings = studio.GenerationSettings(
         prompt=prompt or "", negative_prompt=negative_prompt or "", num_inference_steps=int(steps),
@@ -177,7 +214,11 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         for text in extracted.warnings:
             gr.Warning(text)
 
-    label, frames, seconds = _generate(extracted, settings, model, report, cancel)
+    if ZERO_GPU:
+        report(0.05, "Waiting for a GPU (ZeroGPU); progress shows again when the video is ready")
+        label, frames, seconds = _generate(extracted, settings, model)
+    else:
+        label, frames, seconds = _generate(extracted, settings, model, report, cancel)
     result = studio.save_animation(extracted, frames, seconds, settings.seed, workdir=WORKSPACE.new_job("animate"),
                                    progress=report)
     status = studio.describe_result(result, label, reused)
@@ -407,6 +448,8 @@ def launch(demo: gr.Blocks | None = None, **overrides):
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A plain `kill` (SIGTERM) should exit like Ctrl+C does, so temporary files are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo = build_demo()
     launch(demo, prevent_thread_lock=True)
     if os.environ.get("XDYNA_WARMUP", "1") != "0":
