@@ -590,3 +590,22 @@ def test_cuda_half_precision_reproducible_and_cpu_offload():
         assert offload.unet.device.type == "cpu"  # offloaded again after the call
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def test_cli_default_model_resolution(tmp_path, monkeypatch):
+    """No --model: the shipped tiny model (with the tiny-offline preset), or a
+    MissingWeightsError that says what to do."""
+    from xdyna_core.commands import animate
+    from xdyna_core.errors import MissingWeightsError
+
+    monkeypatch.setattr(animate, "TINY_MODEL_DIR", tmp_path / "tiny-xdyna")
+    with pytest.raises(MissingWeightsError, match="xdyna convert.*--model official"):
+        animate.resolve_model_and_preset(None, None)
+    (tmp_path / "tiny-xdyna").mkdir()
+    (tmp_path / "tiny-xdyna" / "model_index.json").write_text("{}")
+    model, preset = animate.resolve_model_and_preset(None, None)
+    assert model == str(tmp_path / "tiny-xdyna") and preset["num_inference_steps"] == 10  # tiny-offline
+    model, preset = animate.resolve_model_and_preset("official", None)
+    assert model == "official" and preset["height"] == 896
+    model, preset = animate.resolve_model_and_preset(None, "fast-preview")
+    assert model == "official" and preset["num_inference_steps"] == 12

@@ -59,9 +59,13 @@ class XDynaPipelineOutput(BaseOutput):
 
 @dataclass
 class ProgressInfo:
-    """What the `progress` callable receives. `stage` is "denoise" (one call per
-    window of every step) or "decode" (one call per decoded chunk, `step` =
-    chunk index, `total_steps` = number of chunks)."""
+    """What the `progress` callable receives.
+
+    stage "denoise": called after every window; `step` is the 0-based index of
+    the denoising step, `total_steps` their number, `window` how many windows of
+    this step are done (1..num_windows). stage "decode": called after every VAE
+    chunk; `step` chunks done, `total_steps` chunks in all, window fields 0.
+    `fraction` is the overall share of denoising (or decoding) done."""
 
     stage: str
     step: int

@@ -11,7 +11,7 @@ the starting point of the shipped `assets/tiny-xdyna` model.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -40,7 +40,7 @@ def make_tiny_components(
     attention_heads: int = 2,
     norm_num_groups: int = 8,
     vae_channels: Sequence[int] = (8, 16, 16, 16),
-    text_hidden_size: int = 32,
+    text_hidden_size: Optional[int] = None,
     text_layers: int = 2,
     vision_hidden_size: int = 32,
     vision_layers: int = 2,
@@ -114,6 +114,9 @@ def make_tiny_components(
     )
 
     tokenizer = make_tiny_tokenizer()
+    text_hidden_size = text_hidden_size or cross_attention_dim
+    if text_hidden_size != cross_attention_dim:
+        raise ValueError("text_hidden_size must equal cross_attention_dim (text tokens feed the UNet directly)")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
@@ -128,9 +131,6 @@ def make_tiny_components(
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    if text_hidden_size != cross_attention_dim:
-        raise ValueError("text_hidden_size must equal cross_attention_dim (text tokens feed the UNet directly)")
-
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
             hidden_size=vision_hidden_size,
