@@ -282,7 +282,7 @@ def run(args) -> int:
 
     photo = io.load_image(args.image)
     pipe = load_pipeline(model, dtype)
-    if args.cpu_offload:
+    if args.cpu_offload and device.type != "cpu":
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
