@@ -200,6 +200,7 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         guidance_scale=float(guidance_scale), adapter_scale=float(adapter_scale),
         pose_conditioning_scale=float(pose_strength), face_conditioning_scale=float(face_strength),
         seed=int(seed), window_overlap=int(window_overlap), window_schedule=window_schedule).validate(LIMITS)
+    studio.check_model(model)  # before any work: no GPU for official X-Dyna is said at once
     cancel = _new_cancel_event(request)
     report = _progress_fn(progress)
 

@@ -261,3 +261,21 @@ def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     assert not studio._GENERATION_LOCK.locked()
     assert page.locator("#result video[src]").count() == 0
     shot(page, "app_cancelled")
+
+
+def test_choosing_official_x_dyna_on_this_machine_is_explained(page):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: official X-Dyna is allowed here")
+    page.click("#model input")
+    page.get_by_role("option", name="Official X-Dyna", exact=False).first.click()
+    page.wait_for_function("() => document.querySelector('#system').innerText.includes('needs a CUDA GPU')")
+    # Its preset came with it: the official size and steps.
+    page.wait_for_function("() => document.querySelector('#steps input[type=number]').value === '25'")
+    assert "512 × 896" in page.input_value("#resolution input")
+    page.click("#animate-btn")
+    error = page.locator(".toast-body", has_text="Error").filter(has_text="CUDA GPU")
+    error.first.wait_for(timeout=30_000)
+    assert "embedded tiny model" in error.first.inner_text()
+    shot(page, "app_official_without_gpu")

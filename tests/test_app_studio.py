@@ -254,3 +254,11 @@ def test_for_display_enlarges_small_previews_only():
     big = studio.for_display(small)
     assert big.shape == (3, 256, 128, 3) and (big[:, :4, :4] == 255).all()
     assert studio.for_display(np.zeros((300, 200, 3), np.uint8)).shape == (300, 200, 3)
+
+
+def test_zero_gpu_is_described_without_touching_cuda(monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    info = studio.device_info()
+    assert info.device == "cuda" and info.dtype == "float16"
+    assert "ZeroGPU" in info.describe() and "not known until a generation starts" in info.describe()
+    assert studio.check_model(studio.MODEL_OFFICIAL) == info  # allowed: the GPU comes per call

@@ -200,8 +200,9 @@ class DeviceInfo:
 
     def describe(self) -> str:
         kind = "GPU" if self.device == "cuda" else "RAM"
-        return (f"**Device:** {self.name} · **precision:** {self.dtype} · "
-                f"**{kind}:** {_gib(self.memory_free)} free of {_gib(self.memory_total)}")
+        memory = ("not known until a generation starts" if self.memory_total is None else
+                  f"{_gib(self.memory_free)} free of {_gib(self.memory_total)}")
+        return f"**Device:** {self.name} · **precision:** {self.dtype} · **{kind}:** {memory}"
 
 
 def device_info() -> DeviceInfo:
@@ -209,6 +210,10 @@ def device_info() -> DeviceInfo:
     import torch
 
     want = os.environ.get("XDYNA_DEVICE", "").strip().lower()
+    if os.environ.get("SPACES_ZERO_GPU") and want != "cpu":
+        # ZeroGPU attaches a GPU only inside each `spaces.GPU` call; outside it nothing can be asked.
+        return DeviceInfo("cuda", os.environ.get("XDYNA_DTYPE") or "float16",
+                          "ZeroGPU (a GPU is attached for each generation)", None, None)
     cuda = torch.cuda.is_available() and want != "cpu"
     if cuda:
         free, total = torch.cuda.mem_get_info()
@@ -305,8 +310,7 @@ class ModelManager:
         free_memory()
 
     def get(self, choice: str, progress: Optional[ProgressFn] = None) -> LoadedModel:
-        if choice not in (MODEL_TINY, MODEL_OFFICIAL):
-            raise InputError(f"Unknown model {choice!r}; choose the embedded tiny model or official X-Dyna.")
+        check_model(choice)
         with self._lock:
             if self._loaded is not None and self._loaded.choice == choice:
                 return self._loaded
@@ -342,18 +346,28 @@ def _load_tiny(progress: Optional[ProgressFn]) -> LoadedModel:
     return LoadedModel(pipe, MODEL_TINY, label, trained, info.device, "float32")
 
 
+def check_model(choice: str) -> DeviceInfo:
+    """Refuse, before any work is done, a model this machine cannot run; says what to do."""
+    if choice not in (MODEL_TINY, MODEL_OFFICIAL):
+        raise InputError(f"Unknown model {choice!r}; choose the embedded tiny model or official X-Dyna.")
+    info = device_info()
+    if choice == MODEL_OFFICIAL:
+        if info.device != "cuda":
+            raise ModelUnavailable(
+                "Official X-Dyna needs a CUDA GPU and this machine has none. Choose the embedded tiny "
+                "model here, or run the studio on a machine (or a Hugging Face Space) with a GPU of 12 GB or more.")
+        if info.memory_total is not None and info.memory_total < MIN_OFFICIAL_GPU_GB * 1024**3:
+            raise ModelUnavailable(
+                f"Official X-Dyna needs about {MIN_OFFICIAL_GPU_GB:.0f} GB of GPU memory; {info.name} has "
+                f"{_gib(info.memory_total)}. Use the embedded tiny model or a bigger GPU.")
+        official_model_dir()  # a wrong XDYNA_OFFICIAL_MODEL is reported now, not after extraction
+    return info
+
+
 def _load_official(progress: Optional[ProgressFn]) -> LoadedModel:
     import torch
 
-    info = device_info()
-    if info.device != "cuda":
-        raise ModelUnavailable(
-            "Official X-Dyna needs a CUDA GPU and this machine has none. Choose the embedded tiny "
-            "model here, or run the studio on a machine (or a Hugging Face Space) with a GPU of 12 GB or more.")
-    if info.memory_total is not None and info.memory_total < MIN_OFFICIAL_GPU_GB * 1024**3:
-        raise ModelUnavailable(
-            f"Official X-Dyna needs about {MIN_OFFICIAL_GPU_GB:.0f} GB of GPU memory; {info.name} has "
-            f"{_gib(info.memory_total)}. Use the embedded tiny model or a bigger GPU.")
+    info = check_model(MODEL_OFFICIAL)
     dtype = getattr(torch, info.dtype, torch.float16)
     from xdyna_core.pipeline import XDynaPipeline
 
