@@ -262,3 +262,14 @@ def test_zero_gpu_is_described_without_touching_cuda(monkeypatch):
     assert info.device == "cuda" and info.dtype == "float16"
     assert "ZeroGPU" in info.describe() and "not known until a generation starts" in info.describe()
     assert studio.check_model(studio.MODEL_OFFICIAL) == info  # allowed: the GPU comes per call
+
+
+def test_official_weights_missing_offline_is_explained(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+    with pytest.raises(studio.ModelUnavailable) as err:
+        studio.official_pipeline(None, torch.float32)
+    text = str(err.value)
+    assert "could not be loaded" in text and "xdyna convert" in text and "XDYNA_OFFICIAL_MODEL" in text

@@ -368,45 +368,29 @@ def _load_official(progress: Optional[ProgressFn]) -> LoadedModel:
     import torch
 
     info = check_model(MODEL_OFFICIAL)
-    dtype = getattr(torch, info.dtype, torch.float16)
-    from xdyna_core.pipeline import XDynaPipeline
-
     local = official_model_dir()
     if progress:
         progress(0.0, "Loading official X-Dyna" + (f" from {local}" if local else
                                                    " (downloading ≈ 9 GB on first use — this can take a while)"))
-    try:
-        if local is not None:
-            pipe = XDynaPipeline.from_pretrained(local, dtype=dtype)
-        else:
-            pipe = XDynaPipeline.from_official(torch_dtype=dtype)
-    except MissingWeightsError:
-        raise
-    except Exception as err:  # network and hub errors come in many types
-        if _looks_offline(err):
-            raise ModelUnavailable(
-                "Could not download the official X-Dyna weights: this server is offline or the hub is "
-                "unreachable. Run once with internet access (they are cached), or download them elsewhere, "
-                "convert with `xdyna convert`, and set XDYNA_OFFICIAL_MODEL to that folder.") from err
-        raise
-    pipe = pipe.to("cuda")
+    pipe = official_pipeline(local, getattr(torch, info.dtype, torch.float16)).to("cuda")
     return LoadedModel(pipe, MODEL_OFFICIAL, "Official X-Dyna", True, "cuda", info.dtype)
 
 
-def _looks_offline(err: BaseException) -> bool:
-    names = {type(e).__name__ for e in _chain(err)}
-    text = " ".join(str(e) for e in _chain(err)).lower()
-    return bool(names & {"OfflineModeIsEnabled", "LocalEntryNotFoundError", "ConnectionError",
-                         "ConnectTimeout", "ReadTimeout", "ConnectError", "HfHubHTTPError"}) \
-        or "offline" in text or "connection" in text
+def official_pipeline(local: Optional[Path], dtype):
+    """Official X-Dyna from a local converted folder, else from the hub (cached after the first
+    download; download progress goes through tqdm, which the page shows). A failed download
+    or missing file is explained with what to do."""
+    from xdyna_core.pipeline import XDynaPipeline
 
-
-def _chain(err: Optional[BaseException]):
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or err.__context__
+    try:
+        if local is not None:
+            return XDynaPipeline.from_pretrained(local, dtype=dtype)
+        return XDynaPipeline.from_official(torch_dtype=dtype)
+    except MissingWeightsError as err:
+        raise ModelUnavailable(
+            f"Official X-Dyna could not be loaded: {err}. To use it here, run once with internet access "
+            "(the files are then cached), or download the weights elsewhere, convert them with `xdyna convert` "
+            "and set XDYNA_OFFICIAL_MODEL to that folder. The embedded tiny model works offline.") from None
 
 
 # --------------------------------------------------------------------------------------
