@@ -469,11 +469,10 @@ class _FolderDataset(KeyedDataset):
         frames, pose, face = self._arrays(index)
         rng = item_rng(self.seed, epoch, index, 0xF01D)
         window, ref = sample_window(rng, len(frames), self.num_frames, self.frame_stride)
-        face_w = np.asarray(face[window])
+        face_w = np.array(face[window])
         if self.person and getattr(self, "cross_identity_face_source", None) is not None:
-            face_w = np.asarray(self.cross_identity_face_source(np.asarray(frames[window]), face_w, rng), np.uint8)
-        return _to_item(np.asarray(frames[window]), np.asarray(frames[ref]), np.asarray(pose[window]), face_w,
-                        self.person)
+            face_w = np.asarray(self.cross_identity_face_source(np.array(frames[window]), face_w, rng), np.uint8)
+        return _to_item(np.array(frames[window]), np.array(frames[ref]), np.array(pose[window]), face_w, self.person)
 
 
 class HumanVideoDataset(_FolderDataset):

@@ -133,6 +133,7 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 8, step
     with open(out / "recipe.json") as fh:
         recipe = json.load(fh)
     src = out / "tiny-xdyna"
+    _clean_unet_config_file(src / "unet" / "config.json")
     pipe = XDynaPipeline.from_pretrained(str(src), torch_dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     h, w = _native_size(pipe)
@@ -174,6 +175,19 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 8, step
     print(f"wrote {assets} ({_folder_mb(assets):.1f} MB)")
     print(json.dumps(res["summary"], indent=2))
     return assets
+
+
+def _clean_unet_config_file(path: Path) -> None:
+    """Keep only the keys XDynaUNet takes (older stage-0 outputs carried 2-D UNet options)."""
+    import inspect
+
+    from xdyna_core.models import XDynaUNet
+
+    cfg = json.loads(path.read_text())
+    keep = set(inspect.signature(XDynaUNet.__init__).parameters)
+    clean = {k: v for k, v in cfg.items() if k in keep or k.startswith("_")}
+    if clean != cfg:
+        path.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
 
 
 def _native_size(pipe) -> tuple:
