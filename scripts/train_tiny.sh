@@ -30,7 +30,7 @@ PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
 # A machine without diffusers (e.g. a bare GPU image) can bring it as wheels in .whl/.
 if ! $PY -c "import diffusers" 2>/dev/null && ls .whl/diffusers-*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/xdyna-site .whl/*.whl
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/xdyna-site .whl/diffusers-*.whl
   export PYTHONPATH="/tmp/xdyna-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

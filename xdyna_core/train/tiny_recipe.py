@@ -43,6 +43,39 @@ PROFILES = {
 }
 
 
+# Toy sizes for the preflight (every stage, one or two steps, 64x64) before a long run.
+PREFLIGHT_TINY = dict(block_out_channels=[16, 32], down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                      attention_head_dim=2, cross_attention_dim=16, norm_num_groups=8, vae_channels=[8, 8, 16, 16],
+                      vae_norm_num_groups=8, controlnet_conditioning_channels=[8, 8, 16, 16], vision_hidden_size=16,
+                      clip_image_size=32, clip_patch_size=8, image_proj_depth=1, motion_module_heads=2)
+
+
+def preflight(out: Path, device: str | None, mixed_precision: str, workers: int) -> float:
+    """Run every stage for a step or two at toy sizes on this machine (data workers, image
+    pool, mixed precision, validation, saving and reloading), so a broken environment fails in
+    seconds instead of after a long run. Returns the seconds it took."""
+    from .config import config_from_dict
+    from .trainer import Trainer
+
+    t0 = time.time()
+    base = {"seed": 0, "max_steps": 2, "learning_rate": 1e-4, "checkpointing_steps": 0, "train_batch_size": 2,
+            "device": device, "mixed_precision": mixed_precision, "validation": {"every_steps": 0, "at_end": True,
+                                                                                  "num_frames": 4, "num_inference_steps": 1},
+            "data": {"height": 64, "width": 64, "num_frames": 4, "scene_ratio": 0.5, "num_workers": min(2, workers),
+                     "windows_per_clip": 2, "human": {"kind": "synthetic", "num_clips": 8, "clip_frames": 8},
+                     "scene": {"kind": "synthetic", "num_clips": 4, "clip_frames": 8}},
+            "stage0": {"vae_steps": 1, "vae_batch_size": 2, "backbone_batch_size": 2, "image_pool": 16,
+                       "tiny": PREFLIGHT_TINY}}
+    prev = None
+    for stage in ("0", "1", "2"):
+        cfg = dict(base, stage=stage, output_dir=str(out / f"stage{stage}"), pretrained_model=prev,
+                   train_ip_adapter=True)
+        Trainer(config_from_dict(cfg), progress_bar=False, log=lambda *_: None).train()
+        prev = str(out / f"stage{stage}" / "model")
+    shutil.rmtree(out, ignore_errors=True)
+    return time.time() - t0
+
+
 def _workers(n: int) -> int:
     return max(1, (os.cpu_count() or 2) + n) if n < 0 else n
 
@@ -59,7 +92,10 @@ def train(out: str, minutes: float, profile: str = "cpu", device: str | None = N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = _workers(p["num_workers"])
+    if profile == "gpu" and not (out / "stage0" / "summary.json").is_file():
+        print(f"preflight ok in {preflight(out / 'preflight', device, p['mixed_precision'], workers):.0f} s", flush=True)
     common = {"device": device, "data.num_workers": workers, "validation.every_steps": 0,
+              "log_every_steps": 100,
               "mixed_precision": p["mixed_precision"],
               "checkpointing_steps": p["checkpointing_steps"], "lr_warmup_steps": p["warmup"]}
     if size:
@@ -89,7 +125,7 @@ def train(out: str, minutes: float, profile: str = "cpu", device: str | None = N
         if (Path(cfg.output_dir) / "summary.json").is_file() and (Path(cfg.output_dir) / "model").is_dir():
             print(f"stage {stage}: already done ({cfg.output_dir})", flush=True)
         else:
-            Trainer(cfg, resume=resume).train()
+            Trainer(cfg, resume=resume, progress_bar=sys.stderr.isatty()).train()
         with open(Path(cfg.output_dir) / "summary.json") as fh:
             summaries[stage] = json.load(fh)
     final = out / "tiny-xdyna"
