@@ -71,6 +71,22 @@ HOW_TO = (
 # --------------------------------------------------------------------------------------
 
 
+class PhotoInput(gr.Image):
+    """`gr.Image` whose unreadable uploads get a sentence instead of a bare "Error"."""
+
+    is_template = True  # same front-end component as gr.Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:  # noqa: BLE001 - PIL raises many kinds for files that are not images
+            name = getattr(payload, "orig_name", None) or "This file"
+            raise gr.Error(f"“{name}” is not a photo this studio can read. Please upload a png, jpg or webp "
+                           "image of a person.", title="Please check your input", print_exception=False) from None
+
+
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "default"
 
@@ -239,6 +255,15 @@ def clip_uploaded(driving_clip):
     return studio.describe_clip(path, info)
 
 
+def photo_uploaded(photo):
+    """Check a photo upload at once (reading it happens in PhotoInput; this checks size and type)."""
+    if photo:
+        try:
+            studio.check_photo(photo, LIMITS)
+        except XDynaError as err:
+            gr.Warning(str(err), title="This photo cannot be used")
+
+
 def cancel(request: gr.Request = None):
     """Stop the running job of this visitor within one denoising step."""
     with _CANCEL_LOCK:
@@ -301,7 +326,7 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
-                    photo = gr.Image(type="filepath", label="Photo of a person", elem_id="photo",
+                    photo = PhotoInput(type="filepath", label="Photo of a person", elem_id="photo",
                                      sources=["upload", "clipboard"], height=320)
                     clip = gr.Video(label="Driving clip (the dance)", elem_id="clip",
                                     sources=["upload"], height=320)
@@ -416,6 +441,7 @@ def build_demo() -> gr.Blocks:
             api_name="animate", concurrency_id="gpu", concurrency_limit=1, show_progress_on=[result])
         cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,
                          api_visibility="private")
+        photo.change(photo_uploaded, inputs=photo, api_visibility="private")
         clip.change(clip_uploaded, inputs=clip, outputs=facts, api_visibility="private")
         dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, queue=False, api_visibility="private")
         preset_outputs = [resolution, guidance_scale, adapter_scale, pose_strength, face_strength, steps,

@@ -187,6 +187,12 @@ def test_extract_then_animate_in_chromium(page, server, inputs, tmp_path):
 
 def test_not_a_video_shows_a_message_and_the_app_keeps_working(page, server, inputs, tmp_path):
     photo, clip = inputs
+    not_a_photo = tmp_path / "selfie.png"
+    not_a_photo.write_text("this is a text file, not a photo")
+    page.set_input_files("#photo input[type=file]", str(not_a_photo))
+    page.locator(".toast-body", has_text="selfie.png").first.wait_for(timeout=30_000)
+    assert "not a photo" in page.locator(".toast-body", has_text="selfie.png").first.inner_text()
+
     fake = tmp_path / "holiday.mp4"
     fake.write_text("this is a text file, not a video")
     page.set_input_files("#photo input[type=file]", str(photo))
