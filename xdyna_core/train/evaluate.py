@@ -92,12 +92,23 @@ def score(frames: np.ndarray, clip: EvalClip) -> Dict[str, float]:
     return {"psnr": psnr(frames, clip.frames), "pose_iou": pose_following(frames, clip)}
 
 
-def generate(pipe, clip: EvalClip, num_inference_steps: int = 10, guidance_scale: float = 2.5, seed: int = 0,
-             use_face: bool = True, **kwargs) -> np.ndarray:
+def preset_kwargs(name: str = "tiny-offline") -> dict:
+    """The pipeline arguments of a preset (what the app uses), without its size."""
+    from xdyna_core.presets import call_kwargs, load_preset
+
+    kw = call_kwargs(load_preset(name))
+    kw.pop("height", None)
+    kw.pop("width", None)
+    return kw
+
+
+def generate(pipe, clip: EvalClip, seed: int = 0, use_face: bool = True, **call_kwargs) -> np.ndarray:
+    """The model's video for ``clip`` (uint8 [T, H, W, 3]) with pipeline arguments ``call_kwargs``."""
     h, w = clip.frames.shape[1:3]
+    kw = dict(num_inference_steps=10, guidance_scale=2.5)
+    kw.update(call_kwargs)
     out = pipe(clip.reference, clip.pose, clip.face if use_face else None, height=h, width=w,
-               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-               generator=torch.Generator().manual_seed(seed), output_type="uint8", **kwargs)
+               generator=torch.Generator().manual_seed(seed), output_type="uint8", **kw)
     return out.frames
 
 
@@ -139,9 +150,11 @@ def untrained_like(pipe, seed: int = 0):
     return type(pipe)(**comps)
 
 
-def evaluate(pipe, clips: List[EvalClip], num_inference_steps: int = 10, guidance_scale: float = 2.5,
-             with_untrained: bool = True, keep_frames: bool = False, log=print) -> dict:
-    """Scores of the model, the untrained model and the repeat-the-reference baseline."""
+def evaluate(pipe, clips: List[EvalClip], call_kwargs: Optional[dict] = None, with_untrained: bool = True,
+             keep_frames: bool = False, log=print) -> dict:
+    """Scores of the model, the untrained model and the repeat-the-reference baseline, all
+    generated with ``call_kwargs`` (default: the ``tiny-offline`` preset's settings)."""
+    call_kwargs = preset_kwargs() if call_kwargs is None else dict(call_kwargs)
     models = {"trained": pipe}
     if with_untrained:
         models["untrained"] = untrained_like(pipe)
@@ -151,7 +164,7 @@ def evaluate(pipe, clips: List[EvalClip], num_inference_steps: int = 10, guidanc
     for clip in clips:
         for name, model in models.items():
             t0 = time.time()
-            frames = generate(model, clip, num_inference_steps, guidance_scale)
+            frames = generate(model, clip, **call_kwargs)
             if name == "trained":
                 timings.append(time.time() - t0)
             results[name].append(score(frames, clip))
@@ -167,7 +180,7 @@ def evaluate(pipe, clips: List[EvalClip], num_inference_steps: int = 10, guidanc
                for name, rs in results.items()}
     out = {"summary": summary, "per_clip": results, "num_clips": len(clips),
            "num_frames": int(len(clips[0].frames)) if clips else 0,
-           "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale,
+           "call_kwargs": call_kwargs,
            "seconds_per_clip_trained": float(np.mean(timings)) if timings else None}
     if keep_frames:
         out["frames"] = frames_out

@@ -156,14 +156,13 @@ def _folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 8, steps: int = 10,
-           guidance: float = 2.5) -> Path:
+def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 8) -> Path:
     import torch
 
     from xdyna_core.io import frame_strip, save_image, side_by_side, write_video
     from xdyna_core.pipeline import XDynaPipeline
 
-    from .evaluate import evaluate, heldout_clips
+    from .evaluate import evaluate, generate, heldout_clips, preset_kwargs, score
 
     out, assets = Path(out), Path(assets)
     with open(out / "recipe.json") as fh:
@@ -175,9 +174,16 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 8, step
     h, w = _native_size(pipe)
     clips = heldout_clips(num_clips, num_frames=16, height=h, width=w)
     t0 = time.time()
-    res = evaluate(pipe, clips, num_inference_steps=steps, guidance_scale=guidance, keep_frames=True)
+    kw = preset_kwargs()
+    res = evaluate(pipe, clips, kw, keep_frames=True)
     eval_seconds = time.time() - t0
     frames = res.pop("frames")
+    # How the guidance scale of the preset compares with others (first 2 clips).
+    sweep = {}
+    for g in (1.0, 1.5, 2.5, 4.0):
+        scores = [score(generate(pipe, c, **dict(kw, guidance_scale=g)), c) for c in clips[:2]]
+        sweep[g] = {m: float(np.mean([x[m] for x in scores])) for m in ("psnr", "pose_iou")}
+    res["guidance_sweep"] = sweep
 
     tmp = assets.with_name(assets.name + ".tmp")
     if tmp.exists():
@@ -251,6 +257,7 @@ def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float)
         return ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in out.items())
 
     where = recipe.get("gpu") or recipe.get("device", "cpu")
+    sweep = ", ".join(f"{g}: {v['psnr']:.2f} dB / IoU {v['pose_iou']:.3f}" for g, v in res.get("guidance_sweep", {}).items())
     rows = "\n".join(
         f"| {name} | {s[key]['psnr']:.2f} | {s[key]['pose_iou']:.3f} |"
         for key, name in (("trained", "**tiny X-Dyna (this model)**"), ("untrained", "untrained (stage-1/2 modules at init)"),
@@ -268,11 +275,11 @@ official weights: it knows only the synthetic world it was trained on.
 from xdyna_core import XDynaPipeline
 pipe = XDynaPipeline.from_pretrained("assets/tiny-xdyna")
 frames = pipe(photo, pose_images, face_images, height={height}, width={width},
-              num_inference_steps=10, guidance_scale=2.5).frames
+              num_inference_steps={res['call_kwargs'].get('num_inference_steps')}, guidance_scale={res['call_kwargs'].get('guidance_scale')}).frames
 ```
 
 - Native size: {height}×{width} (H×W), latents {height // 8}×{width // 8}; folder size {size_mb:.1f} MB (float32 safetensors).
-- Inference preset `tiny-offline`: 10 DDIM steps, guidance 2.5, 16-frame windows.
+- Inference preset `tiny-offline` (presets/tiny-offline.yaml).
 
 ## Data
 
@@ -315,7 +322,7 @@ exact replay).
 
 {res['num_clips']} held-out synthetic clips of {res['num_frames']} frames, self-reenactment (reference = the
 same performance at another time; driven by the clip's true skeletons and face patches),
-{res['num_inference_steps']} DDIM steps, guidance {res['guidance_scale']}, seed 0.
+with the app's `tiny-offline` preset ({res['call_kwargs'].get('num_inference_steps')} DDIM steps, guidance {res['call_kwargs'].get('guidance_scale')}, {res['call_kwargs'].get('window_size', 16)}-frame windows), seed 0.
 Metrics (`xdyna_core/train/evaluate.py`): **PSNR** (dB, per frame, against the true frames) and
 **pose following** = IoU between the true person mask and the person mask estimated from the
 generated frame (pixels differing from the true background of that moment by more than 40/255,
@@ -324,6 +331,8 @@ generated frame (pixels differing from the true background of that moment by mor
 | model | PSNR (dB) ↑ | pose-following IoU ↑ |
 |---|---|---|
 {rows}
+
+Guidance scale (first 2 clips): {sweep}.
 
 `tests/test_tiny_model.py` re-checks on a smaller held-out set that the model beats both
 baselines on both metrics. Generation of 16 frames took {res['seconds_per_clip_trained']:.1f} s per clip on

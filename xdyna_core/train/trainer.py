@@ -733,7 +733,7 @@ class Trainer:
     def _validate_vae(self, vae, images, step):
         from xdyna_core.io import save_image
 
-        xs = torch.stack([images.get(i, 99_999)["image"] for i in range(6)]).to(self.device)
+        xs = torch.stack([images.get(i * images.frames_per_clip, 99_999)["image"] for i in range(6)]).to(self.device)
         was = vae.training
         vae.eval()
         rec = vae.decode(vae.encode(xs).latent_dist.mode()).sample
