@@ -386,7 +386,9 @@ def test_resume_continues_the_same_run(stage0, tmp_path):
 def test_resume_refuses_a_different_config(stage0, tmp_path):
     _, model = stage0
     over = dict(pretrained_model=str(model), max_steps=1)
-    _trainer(base_config(tmp_path, "1", **over)).train()
+    t = _trainer(base_config(tmp_path, "1", gradient_accumulation_steps=2, **over))
+    t.train()
+    assert t.state["step"] == 1 and len(t.state["losses"]) == 1  # one optimiser step of 2 micro-batches
     with pytest.raises(InputError):
         _trainer(base_config(tmp_path, "1", seed=99, **over), resume="latest")
 
