@@ -358,7 +358,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     skeleton = gr.Video(label="Skeleton to follow", elem_id="skeleton",
                                         interactive=False, height=320, autoplay=True, loop=True)
-                    faces = gr.Video(label="Face patches", elem_id="faces",
+                    faces = gr.Video(label="Facial expression to copy", elem_id="faces",
                                      interactive=False, height=320, autoplay=True, loop=True)
                 with gr.Row():
                     overlay = gr.Image(label="Fitted to your photo", elem_id="overlay",
