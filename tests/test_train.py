@@ -88,6 +88,17 @@ def test_harmonic_data_fusion_ratio_in_every_epoch(ratio):
     assert [fused[i] for i in range(n)] == [fused[i] for i in range(n)]  # deterministic
 
 
+def test_fusion_blocks_keep_windows_of_one_clip_together():
+    fused = harmonic_data_fusion(Tagged(16, "human"), Tagged(8, "scene"), 0.2, seed=0, block_size=4)
+    n = len(fused)
+    assert n % 4 == 0
+    for b in range(0, 2 * n, 4):
+        items = [fused[k] for k in range(b, b + 4)]
+        assert len({t for t, _, _ in items}) == 1  # one source per block
+        idx = [i for _, i, _ in items]
+        assert idx == list(range(idx[0], idx[0] + 4)) and idx[0] % 4 == 0  # one clip's windows
+
+
 def test_fusion_rejects_bad_ratio():
     with pytest.raises(InputError):
         harmonic_data_fusion(Tagged(4, "h"), Tagged(4, "s"), 1.0)

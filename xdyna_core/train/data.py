@@ -144,18 +144,25 @@ class HarmonicDataFusion(KeyedDataset):
     (r = ``scene_ratio``), in a per-epoch random order; scene clips are cycled across epochs
     when there are fewer of them than an epoch needs. ``scene_ratio = 0`` (or ``scene=None``)
     gives human clips only (stage 2).
+
+    ``block_size`` > 1 shuffles blocks of that many consecutive items of one source instead of
+    single items (the synthetic datasets' ``windows_per_clip``: the windows of one rendered clip
+    then stay together in a batch, and the clip is rendered once).
     """
 
     def __init__(self, human: KeyedDataset, scene: Optional[KeyedDataset] = None, scene_ratio: float = 0.25,
-                 seed: int = 0):
+                 seed: int = 0, block_size: int = 1):
         if not 0.0 <= scene_ratio < 1.0:
             raise InputError(f"scene_ratio must be in [0, 1), got {scene_ratio}")
         if len(human) == 0:
             raise InputError("Harmonic Data Fusion needs at least one human clip")
         self.human, self.scene, self.seed = human, scene, int(seed)
+        self.block = max(1, int(block_size))
         self.scene_ratio = float(scene_ratio) if scene is not None else 0.0
-        self.num_human = len(human)
-        self.num_scene = int(round(self.num_human * self.scene_ratio / (1.0 - self.scene_ratio)))
+        self.num_human = len(human) // self.block * self.block
+        if self.num_human == 0:
+            raise InputError(f"Harmonic Data Fusion needs at least {self.block} human clips (block size)")
+        self.num_scene = int(round(self.num_human * self.scene_ratio / (1.0 - self.scene_ratio) / self.block)) * self.block
         if self.num_scene and len(scene) == 0:
             raise InputError("scene_ratio > 0 but the scene dataset is empty")
         self._perm_epoch, self._perm = None, None
@@ -165,14 +172,15 @@ class HarmonicDataFusion(KeyedDataset):
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._perm_epoch != epoch:
-            self._perm = item_rng(self.seed, epoch, 0xF05E).permutation(len(self))
+            self._perm = item_rng(self.seed, epoch, 0xF05E).permutation(len(self) // self.block)
             self._perm_epoch = epoch
         return self._perm
 
     def source(self, key: int):
         """(dataset, index, epoch, is_scene) that key ``key`` reads."""
         epoch, pos = divmod(int(key), len(self))
-        j = int(self._permutation(epoch)[pos])
+        block, offset = divmod(pos, self.block)
+        j = int(self._permutation(epoch)[block]) * self.block + offset
         if j < self.num_human:
             return self.human, j, epoch, False
         k = epoch * self.num_scene + (j - self.num_human)
@@ -188,14 +196,14 @@ class HarmonicDataFusion(KeyedDataset):
 
 
 def harmonic_data_fusion(human: KeyedDataset, scene: Optional[KeyedDataset] = None, scene_ratio: float = 0.25,
-                         seed: int = 0) -> HarmonicDataFusion:
+                         seed: int = 0, block_size: int = 1) -> HarmonicDataFusion:
     """Mix human-motion and natural-scene clips at ``scene_ratio`` in every epoch.
 
     X-Dyna paper, Sec. 3.4 "Harmonic Data Fusion Training" (and Sec. 4.1: five epochs of
     stage 1 on the fused data). Scene clips come with blank pose / face controls
     (``has_person = False``). See `HarmonicDataFusion` for the exact epoch layout.
     """
-    return HarmonicDataFusion(human, scene, scene_ratio=scene_ratio, seed=seed)
+    return HarmonicDataFusion(human, scene, scene_ratio=scene_ratio, seed=seed, block_size=block_size)
 
 
 # ----------------------------------------------------------------------------------------

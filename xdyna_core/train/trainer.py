@@ -296,7 +296,8 @@ def build_video_dataset(cfg: TrainConfig, human_only: bool = False, identity_swa
 
     human = source(d.human, True)
     scene = None if (human_only or d.scene is None or d.scene_ratio == 0) else source(d.scene, False)
-    return harmonic_data_fusion(human, scene, 0.0 if scene is None else d.scene_ratio, seed=cfg.seed)
+    block = windows_per_clip if d.human.kind == "synthetic" and (scene is None or d.scene.kind == "synthetic") else 1
+    return harmonic_data_fusion(human, scene, 0.0 if scene is None else d.scene_ratio, seed=cfg.seed, block_size=block)
 
 
 # ----------------------------------------------------------------------------------------
