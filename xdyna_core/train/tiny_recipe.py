@@ -28,7 +28,7 @@ import numpy as np
 
 # Share of the total budget per part: stage-0 VAE, stage-0 backbone (incl. rendering the image
 # pool), stage 1, stage 2.
-SPLIT = {"cpu": (0.12, 0.28, 0.45, 0.15), "gpu": (0.12, 0.22, 0.50, 0.16)}
+SPLIT = {"cpu": (0.12, 0.28, 0.45, 0.15), "gpu": (0.16, 0.20, 0.48, 0.16)}
 
 PROFILES = {
     # 2 shared CPU cores: small batches, one data worker rendering beside the training.
