@@ -71,20 +71,24 @@ HOW_TO = (
 # --------------------------------------------------------------------------------------
 
 
-class PhotoInput(gr.Image):
-    """`gr.Image` whose unreadable uploads get a sentence instead of a bare "Error"."""
+def _friendly_photo_reading(image: gr.Image) -> gr.Image:
+    """Make a photo input answer unreadable uploads with a sentence instead of a bare "Error".
+    (Wrapping the instance's `preprocess`, not subclassing: Gradio writes a .pyi stub next to
+    any module that defines a component class.)"""
+    preprocess = image.preprocess
 
-    is_template = True  # same front-end component as gr.Image
-
-    def preprocess(self, payload):
+    def friendly(payload):
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except gr.Error:
             raise
         except Exception:  # noqa: BLE001 - PIL raises many kinds for files that are not images
             name = getattr(payload, "orig_name", None) or "This file"
             raise gr.Error(f"“{name}” is not a photo this studio can read. Please upload a png, jpg or webp "
                            "image of a person.", title="Please check your input", print_exception=False) from None
+
+    image.preprocess = friendly
+    return image
 
 
 def _session(request: gr.Request | None) -> str:
@@ -256,7 +260,7 @@ def clip_uploaded(driving_clip):
 
 
 def photo_uploaded(photo):
-    """Check a photo upload at once (reading it happens in PhotoInput; this checks size and type)."""
+    """Check a photo upload at once (unreadable files are reported while Gradio reads them; this checks size and type)."""
     if photo:
         try:
             studio.check_photo(photo, LIMITS)
@@ -326,8 +330,9 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
-                    photo = PhotoInput(type="filepath", label="Photo of a person", elem_id="photo",
+                    photo = gr.Image(type="filepath", label="Photo of a person", elem_id="photo",
                                      sources=["upload", "clipboard"], height=320)
+                    _friendly_photo_reading(photo)
                     clip = gr.Video(label="Driving clip (the dance)", elem_id="clip",
                                     sources=["upload"], height=320)
                 gr.Markdown(HOW_TO + f" Up to {LIMITS.max_upload_mb:.0f} MB and "
