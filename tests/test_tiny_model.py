@@ -4,7 +4,6 @@ untrained model and the repeat-the-reference baseline on held-out synthetic clip
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

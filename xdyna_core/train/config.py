@@ -66,13 +66,13 @@ class Stage0Config:
     # >0: render this many frames once (with data.num_workers processes) and train both phases
     # on that fixed pool (the backbone on its pre-encoded latents); 0: render on the fly.
     image_pool: int = 0
-    tiny: dict = field(default_factory=dict)  # keyword arguments of make_tiny_components
+    tiny: dict = field(default_factory=dict)  # model sizes, see trainer.TINY_DEFAULTS
 
 
 @dataclass
 class ValidationConfig:
-    every_steps: int = 0  # 0 = never during training (always once at the end when > 0 ... see final)
-    at_end: bool = True
+    every_steps: int = 0  # write a validation sample every N steps (0 = never during training)
+    at_end: bool = True  # and once when the stage ends
     num_frames: int = 16
     num_inference_steps: int = 10
     guidance_scale: float = 2.5
@@ -142,7 +142,6 @@ def _build(cls, values: Any, where: str):
         raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
     kwargs = {}
     for key, value in values.items():
-        f = names[key]
         sub = _NESTED.get((cls.__name__, key))
         kwargs[key] = _build(sub, value, f"{where}.{key}") if sub is not None else value
     return cls(**kwargs)

@@ -21,8 +21,6 @@ model with its stage-1/2 modules back at their initial values, see `untrained_li
 
 from __future__ import annotations
 
-import copy
-import json
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
