@@ -45,6 +45,7 @@ from xdyna_core.windows import blend_windows, official_windows, window_weights
 logger = logging.get_logger(__name__)
 
 WINDOW_SCHEDULES = ("blend", "official")
+SAMPLERS = ("ddim", "dpmpp")
 OUTPUT_TYPES = ("np", "pt", "pil", "uint8", "latent")
 
 @dataclass
@@ -98,6 +99,30 @@ def gaussian_blur(x: torch.Tensor, kernel_size: int = 9, sigma: float = 18.0) ->
     pad = kernel_size // 2
     mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
     return F.conv2d(F.pad(x, [pad, pad, pad, pad], mode=mode), kernel, groups=x.shape[1])
+
+
+def _step_kwargs(scheduler, eta: float, generator) -> dict:
+    """`eta` and `generator` for schedulers whose `step` takes them (DDIM), nothing for
+    the others (DPM-Solver++), as diffusers pipelines do."""
+    import inspect
+
+    params = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def default_dtype(device) -> torch.dtype:
+    """The dtype to run the models in on `device`: bfloat16 on CUDA GPUs that support
+    it (as fast as float16, no overflow; within PSNR 35 dB of float32, see the README
+    "Speed and memory"), float16 on older GPUs, float32 on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
 
 
 def _rand(shape, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
@@ -349,31 +374,106 @@ class XDynaPipeline(DiffusionPipeline):
 
     # -- one ControlNet over a window ---------------------------------------
 
-    def _control_residuals(self, controlnet, latents_n, t, text, cond, scale, batch_halves):
-        """Run a ControlNet on the window's n noisy frames [n, 4, h, w] (§17).
+    def _control_residuals(self, controlnet, latents_n, t, text, cond, scale, batch_halves, num_windows=1, shallow=None):
+        """Run a ControlNet on the noisy frames [k·n, 4, h, w] of k windows (§17).
         `text`: [R, 77, D] (R = 1 when both CFG halves are identical, then the
         residuals are computed once and repeated; R = 2 = [uncond, cond]
-        otherwise). Returns residuals as 5-D [batch_halves, C, 1+n, h', w'] with
-        frame 0 zero-padded (§15)."""
-        r, n = text.shape[0], latents_n.shape[0]
+        otherwise). Returns residuals as 5-D [k·batch_halves, C, 1+n, h', w']
+        (window-major, frame 0 zero-padded, §15). `shallow`: compute only the first
+        that many down residuals (DeepCache partial step); mid is then None."""
+        r, kn = text.shape[0], latents_n.shape[0]
+        k = num_windows
+        n = kn // k
         dtype = controlnet.dtype
-        down, mid = controlnet(
-            latents_n.repeat(r, 1, 1, 1).to(dtype),
-            t,
-            encoder_hidden_states=text.repeat_interleave(n, dim=0).to(dtype),
-            controlnet_cond=cond.repeat(r, 1, 1, 1).to(dtype),
-            conditioning_scale=scale,
-            return_dict=False,
-        )
+        args = (latents_n.repeat(r, 1, 1, 1).to(dtype), t)
+        kwargs = dict(encoder_hidden_states=text.repeat_interleave(kn, dim=0).to(dtype),
+                      controlnet_cond=cond.repeat(r, 1, 1, 1).to(dtype), conditioning_scale=scale)
+        if shallow is not None:
+            from xdyna_core.models.controlnet import controlnet_shallow_residuals
+
+            down, mid = controlnet_shallow_residuals(controlnet, *args, num_residuals=shallow, **kwargs), None
+        else:
+            down, mid = controlnet(*args, return_dict=False, **kwargs)
 
         def to5d(res):
-            res = res.reshape(r, n, *res.shape[1:]).permute(0, 2, 1, 3, 4)
-            res = torch.cat([torch.zeros_like(res[:, :, :1]), res], dim=2)
-            return res.repeat(batch_halves // r, 1, 1, 1, 1) if batch_halves != r else res
+            res = res.reshape(r, k, n, *res.shape[1:]).permute(1, 0, 3, 2, 4, 5)  # [k, r, C, n, h', w']
+            res = torch.cat([torch.zeros_like(res[:, :, :, :1]), res], dim=3)
+            if batch_halves != r:
+                res = res.repeat(1, batch_halves // r, 1, 1, 1, 1)
+            return res.reshape(k * batch_halves, *res.shape[2:])
 
-        return [to5d(d) for d in down], to5d(mid)
+        return [to5d(d) for d in down], (None if mid is None else to5d(mid))
 
     # -- main entry ----------------------------------------------------------
+
+    def _check_speed_options(self, window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule):
+        if not isinstance(window_batch_size, int) or window_batch_size < 1:
+            raise InputError(f"window_batch_size must be an integer >= 1, got {window_batch_size!r}")
+        if sampler is not None and sampler not in SAMPLERS:
+            raise InputError(f"sampler must be None (the pipeline's scheduler) or one of {SAMPLERS}, got {sampler!r}")
+        if guidance_truncation is not None and not 0 < guidance_truncation <= 1:
+            raise InputError(f"guidance_truncation is the fraction of steps with CFG, in (0, 1]; got {guidance_truncation}")
+        if not isinstance(deep_cache_interval, int) or deep_cache_interval < 1:
+            raise InputError(f"deep_cache_interval must be an integer >= 1 (1 = off), got {deep_cache_interval!r}")
+        if deep_cache_interval > 1 and window_schedule != "blend":
+            raise InputError("deep_cache_interval > 1 needs window_schedule='blend' (the official windows move every step, "
+                             "so cached features would belong to other frames)")
+
+    def _sampler(self, sampler: Optional[str]):
+        """The scheduler for one call: the pipeline's own (None), or a fresh DDIM /
+        DPM-Solver++ built from its config (same betas and timestep spacing)."""
+        if sampler is None:
+            return self.scheduler
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+        config = {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
+        if sampler == "ddim":
+            return DDIMScheduler.from_config(config)
+        import inspect
+
+        keep = set(inspect.signature(DPMSolverMultistepScheduler.__init__).parameters)
+        config = {k: v for k, v in config.items() if k in keep}
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)
+
+    # -- opt-in speed-ups ------------------------------------------------------
+
+    def compile(self, **compile_kwargs) -> "XDynaPipeline":
+        """`torch.compile` the repeated blocks of the UNet and the ControlNets in place
+        (regional compilation: each ResNet, spatial-transformer and motion-module block
+        is compiled once per shape and reused; whole-model graphs would take much
+        longer to compile). `compile_kwargs` go to `torch.compile` (e.g. mode=
+        "max-autotune-no-cudagraphs", fullgraph=True). The first call after this pays
+        the compile time (one graph per block shape; new frame sizes or window batch
+        sizes compile again). Returns the pipeline."""
+        from torch import _dynamo
+
+        blocks = {"ResnetBlock", "SpatialTransformer", "TemporalTransformer3DModel",
+                  "ResnetBlock2D", "Transformer2DModel"}
+        # One compiled graph per block shape; all blocks of a class share one code object,
+        # whose default recompile limit (8) the ~20 shapes of the UNet would exceed.
+        for limit in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+            if hasattr(_dynamo.config, limit):
+                setattr(_dynamo.config, limit, max(getattr(_dynamo.config, limit), 256))
+        compile_kwargs.setdefault("dynamic", False)  # static shapes: the fastest kernels, few shapes here
+        for name in ("unet", "controlnet", "controlnet_face"):
+            model = getattr(self, name, None)
+            if model is None:
+                continue
+            for module in model.modules():
+                if type(module).__name__ in blocks:
+                    module.compile(**compile_kwargs)
+        return self
+
+    def enable_channels_last(self) -> "XDynaPipeline":
+        """Store the convolution weights of the UNet, ControlNets and VAE channels-last
+        (NHWC), which the tensor-core convolution kernels prefer. Opt-in: measure it
+        on your GPU (`xdyna bench --modes default,channels-last`). Same results up to
+        convolution rounding."""
+        for name in ("unet", "controlnet", "controlnet_face", "vae"):
+            model = getattr(self, name, None)
+            if model is not None:
+                model.to(memory_format=torch.channels_last)
+        return self
 
     def check_inputs(self, height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
                      window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs):
@@ -432,6 +532,10 @@ class XDynaPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         progress: Optional[Callable[[ProgressInfo], Any]] = None,
         decode_chunk_size: int = 8,
+        window_batch_size: int = 1,
+        sampler: Optional[str] = None,
+        guidance_truncation: Optional[float] = None,
+        deep_cache_interval: int = 1,
     ):
         r"""Generate a video of the person in `image` following `pose_images`.
 
@@ -474,6 +578,21 @@ class XDynaPipeline(DiffusionPipeline):
             progress: `fn(ProgressInfo)` after every window and decoded chunk;
                 returning False (or raising `Cancelled`) stops.
             decode_chunk_size: frames per VAE decode call.
+            window_batch_size: windows denoised together in one UNet (and ControlNet) call.
+                Same result as one at a time (windows of a step are independent); faster
+                on a GPU with memory to spare, activation memory grows with it.
+            sampler: None (the pipeline's `scheduler`, official DDIM), "ddim" or "dpmpp"
+                (DPM-Solver++(2M), Lu et al. 2022, built from the same betas; good
+                results with fewer steps; changes the output).
+            guidance_truncation: fraction of the steps that use CFG (e.g. 0.6); the later,
+                low-noise steps run the conditional branch only (half the UNet batch).
+                Guidance matters least at low noise (Kynkäänniemi et al., "Applying
+                guidance in a limited interval...", NeurIPS 2024). None = CFG on every step.
+                Changes the output.
+            deep_cache_interval: N > 1 reuses the deep UNet features: every N-th step runs
+                the full UNet and caches the input of its last up block; the steps between
+                run only the shallow branch (DeepCache, Ma et al., CVPR 2024, uniform 1:N).
+                "blend" windows only. 1 = off. Changes the output.
 
         Returns `XDynaPipelineOutput(frames=...)` (or a tuple `(frames,)`).
         Raises `InputError` for bad inputs and `Cancelled` when interrupted (no
@@ -490,6 +609,7 @@ class XDynaPipeline(DiffusionPipeline):
             width = pose.shape[2]
         self.check_inputs(height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
                           window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs)
+        self._check_speed_options(window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule)
         if pose.shape[1:3] != (height, width):
             raise InputError(
                 f"pose_images are {pose.shape[2]}x{pose.shape[1]} (WxH) but the output is {width}x{height}; "
@@ -537,16 +657,25 @@ class XDynaPipeline(DiffusionPipeline):
         use_pose = pose_conditioning_scale != 0
 
         # 2. timesteps and initial latents (§25-26)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        scheduler = self._sampler(sampler)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
+        step_kwargs = _step_kwargs(scheduler, eta, generator)
         mixed = reference_mixed_latents(ref_latent, num_frames, generator)
         if latents is None:
             noise = randn_tensor((1, 4, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
         else:
             noise = latents.to(device=device, dtype=torch.float32)
         lat = torch.empty_like(mixed)
-        lat[:, :, 1:] = self.scheduler.add_noise(mixed[:, :, 1:], noise, timesteps[:1])
+        lat[:, :, 1:] = scheduler.add_noise(mixed[:, :, 1:], noise, timesteps[:1])
         lat[:, :, 0] = ref_latent  # frame 0 = clean reference, never updated (§27)
+        del mixed, noise  # O(clip length) buffers not needed any more
+        # guidance truncation: CFG on the first `cfg_steps` steps only
+        cfg_steps = len(timesteps)
+        if do_cfg and guidance_truncation is not None:
+            cfg_steps = math.ceil(guidance_truncation * len(timesteps) - 1e-9)
+        cond_context = unet_context[-1:]
+        cond_text = control_text[-1:]
 
         if window_schedule == "official" and window_offsets is None:
             gen_device = generator.device if generator is not None else "cpu"
@@ -558,35 +687,53 @@ class XDynaPipeline(DiffusionPipeline):
         # 3. denoising loop
         self._num_timesteps = len(timesteps)
         noise_pred = None
+        deep_cache = {}  # window group -> (CFG halves, cached deep UNet features)
         for i, t in enumerate(timesteps):
             if window_schedule == "official":
                 windows = official_windows(num_frames, window_size, window_overlap, int(window_offsets[i]))
                 weights = [[1.0] * len(win) for win in windows]  # equal-weight sum / count (§29)
             else:
                 windows, weights = fixed_windows, fixed_weights
+            cfg_now = do_cfg and i < cfg_steps
+            halves = 2 if cfg_now else 1
+            context = unet_context if cfg_now else cond_context
+            text = control_text if cfg_now else cond_text
+            full_step = deep_cache_interval <= 1 or i % deep_cache_interval == 0
             acc = torch.zeros((halves, 4, num_frames, h, w), device=device, dtype=torch.float32)
             den = torch.zeros((num_frames,), device=device, dtype=torch.float32)
-            for wi, (frames, wts) in enumerate(zip(windows, weights)):
+            done = 0
+            for gi, start in enumerate(range(0, len(windows), window_batch_size)):
+                group = windows[start : start + window_batch_size]
                 if self._interrupt:
                     raise Cancelled(f"generation cancelled at step {i + 1}/{len(timesteps)}")
-                idx = torch.tensor(frames, device=device)
-                eps = self._window_prediction(
-                    lat, idx, frames, t, halves, unet_context, control_text, pose, pose_range, face, face_ranges,
-                    pose_conditioning_scale if use_pose else 0.0, face_conditioning_scale, device,
+                cache = None
+                if deep_cache_interval > 1:
+                    cached = deep_cache.get(gi)
+                    use_cache = not full_step and cached is not None and cached[0] == halves
+                    cache = {"features": cached[1] if use_cache else None}
+                eps = self._windows_prediction(
+                    lat, group, t, halves, context, text, pose, pose_range, face, face_ranges,
+                    pose_conditioning_scale if use_pose else 0.0, face_conditioning_scale, device, scheduler, cache,
                 )
-                wt = torch.tensor(wts, device=device, dtype=torch.float32)
-                acc.index_add_(2, idx, eps if window_schedule == "official" else eps * wt[None, None, :, None, None])
-                den.index_add_(0, idx, wt)
-                if progress is not None:
-                    if progress(ProgressInfo("denoise", i, len(timesteps), wi + 1, len(windows))) is False:
-                        self._interrupt = True
+                if cache is not None and cache.get("new") is not None:
+                    deep_cache[gi] = (halves, cache["new"])
+                for j, (frames, eps_j) in enumerate(zip(group, eps)):
+                    idx = torch.tensor(frames, device=device)
+                    wt = torch.tensor(weights[start + j], device=device, dtype=torch.float32)
+                    acc.index_add_(2, idx, eps_j if window_schedule == "official" else eps_j * wt[None, None, :, None, None])
+                    den.index_add_(0, idx, wt)
+                    done += 1
+                    if progress is not None:
+                        if progress(ProgressInfo("denoise", i, len(timesteps), done, len(windows))) is False:
+                            self._interrupt = True
+                del eps
                 if self._interrupt:
                     raise Cancelled(f"generation cancelled at step {i + 1}/{len(timesteps)}")
             noise_pred = acc / den[None, None, :, None, None]
-            if do_cfg:
+            if cfg_now:
                 uncond, cond = noise_pred.chunk(2)
                 noise_pred = uncond + guidance_scale * (cond - uncond)
-            lat[:, :, 1:] = self.scheduler.step(noise_pred, t, lat[:, :, 1:], eta=eta, generator=generator).prev_sample
+            lat[:, :, 1:] = scheduler.step(noise_pred, t, lat[:, :, 1:], **step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
                 local = {"latents": lat, "noise_pred": noise_pred}
@@ -601,47 +748,77 @@ class XDynaPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames_out = result.cpu()
         else:
-            frames_out = self._decode(result, decode_chunk_size, progress)
-            frames_out = self._format(frames_out, output_type)
+            # uint8/PIL: each chunk is converted as it arrives (4x less host memory than float)
+            as_uint8 = output_type in ("uint8", "pil")
+            frames_out = self._decode(result, decode_chunk_size, progress, as_uint8)
+            if output_type == "pil":
+                frames_out = [PIL.Image.fromarray(f) for f in frames_out]
+            elif not as_uint8:
+                frames_out = self._format(frames_out, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames_out,)
         return XDynaPipelineOutput(frames=frames_out)
 
-    def _window_prediction(self, lat, idx, frames, t, halves, unet_context, control_text, pose, pose_range, face,
-                           face_ranges, pose_scale, face_scale, device):
-        """UNet ε̂ for one window: input [ref, window] doubled for CFG, ControlNet
-        residuals on the window's noisy frames (§29). Returns [halves, 4, n, h, w]."""
-        window_lat = lat[:, :, 1:].index_select(2, idx)  # [1, 4, n, h, w]
-        model_in = torch.cat([lat[:, :, :1], window_lat], dim=2).repeat(halves, 1, 1, 1, 1)
-        model_in = self.scheduler.scale_model_input(model_in, t)
-        control_in = model_in[0, :, 1:].permute(1, 0, 2, 3)  # [n, 4, h, w]; identical in both CFG halves
+    def _windows_prediction(self, lat, windows, t, halves, unet_context, control_text, pose, pose_range, face,
+                            face_ranges, pose_scale, face_scale, device, scheduler, cache=None):
+        """UNet ε̂ for a group of k windows of equal length n in one call: per window the
+        input [ref, window] doubled for CFG, ControlNet residuals on the window's noisy
+        frames (§29). Returns a list of k tensors [halves, 4, n, h, w].
+
+        `cache` (DeepCache): {"features": None} runs the full UNet and sets
+        cache["new"] to its deep features; {"features": f} runs the shallow branch on f."""
+        k, n = len(windows), len(windows[0])
+        if any(len(win) != n for win in windows):
+            raise ValueError("windows batched together must have the same length")
+        model_in, control_in = [], []
+        for frames in windows:
+            idx = torch.tensor(frames, device=device)
+            window_lat = lat[:, :, 1:].index_select(2, idx)  # [1, 4, n, h, w]
+            x = torch.cat([lat[:, :, :1], window_lat], dim=2).repeat(halves, 1, 1, 1, 1)
+            x = scheduler.scale_model_input(x, t)
+            model_in.append(x)
+            control_in.append(x[0, :, 1:].permute(1, 0, 2, 3))  # [n, 4, h, w]; identical in both CFG halves
+        model_in = model_in[0] if k == 1 else torch.cat(model_in)
+        control_in = control_in[0] if k == 1 else torch.cat(control_in)
+        shallow = None
+        if cache is not None and cache["features"] is not None:
+            shallow = self.unet.shallow_skip_count
         down = mid = None
-        sel = np.asarray(frames)
+        sel = np.concatenate([np.asarray(f) for f in windows])
         if pose_scale != 0:
             cond = normalize_control(torch.from_numpy(pose[sel]).to(device), *pose_range)
-            down, mid = self._control_residuals(self.controlnet, control_in, t, control_text, cond, pose_scale, halves)
+            down, mid = self._control_residuals(self.controlnet, control_in, t, control_text, cond, pose_scale, halves, k, shallow)
         if face is not None and face_scale != 0:
             f = torch.from_numpy(face[sel]).to(device)
             cond = torch.cat([normalize_control(f[..., :3], *face_ranges[0]), normalize_control(f[..., 3:], *face_ranges[1])], dim=1)
-            fdown, fmid = self._control_residuals(self.controlnet_face, control_in, t, control_text, cond, face_scale, halves)
+            fdown, fmid = self._control_residuals(self.controlnet_face, control_in, t, control_text, cond, face_scale, halves, k, shallow)
             if down is None:
                 down, mid = fdown, fmid
             else:
                 down = [a + b for a, b in zip(down, fdown)]
-                mid = mid + fmid
+                mid = None if mid is None else mid + fmid
         dtype = self.unet.dtype
         kwargs = {}
         if down is not None:
-            kwargs = dict(
-                down_block_additional_residuals=tuple(d.to(dtype) for d in down),
-                mid_block_additional_residual=mid.to(dtype),
-            )
-        pred = self.unet(model_in.to(dtype), t, encoder_hidden_states=unet_context.to(dtype), return_dict=True, **kwargs).sample
-        return pred[:, :, 1:].float()  # frame 0's prediction is discarded (§16)
+            kwargs["down_block_additional_residuals"] = tuple(d.to(dtype) for d in down)
+            if mid is not None:
+                kwargs["mid_block_additional_residual"] = mid.to(dtype)
+        if cache is not None:
+            if shallow is not None:
+                kwargs["deep_features"] = cache["features"]
+            else:
+                kwargs["return_deep_features"] = True
+        context = unet_context if k == 1 else unet_context.repeat(k, 1, 1)
+        out = self.unet(model_in.to(dtype), t, encoder_hidden_states=context.to(dtype), return_dict=True, **kwargs)
+        if cache is not None and shallow is None:
+            cache["new"] = out.deep_features
+        pred = out.sample[:, :, 1:].float()  # frame 0's prediction is discarded (§16)
+        return list(pred.chunk(k)) if k > 1 else [pred]
 
-    def _decode(self, latents, chunk, progress) -> torch.Tensor:
-        """Latents [1, 4, T, h, w] -> float32 CPU [T, 3, H, W] in [0, 1] (§31)."""
+    def _decode(self, latents, chunk, progress, as_uint8: bool = False):
+        """Latents [1, 4, T, h, w] -> float32 CPU [T, 3, H, W] in [0, 1] (§31), or with
+        `as_uint8` uint8 [T, H, W, 3] converted chunk by chunk (same values as `_format`)."""
         frames = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
         out = []
         n_chunks = math.ceil(frames.shape[0] / chunk)
@@ -649,11 +826,12 @@ class XDynaPipeline(DiffusionPipeline):
             if self._interrupt:
                 raise Cancelled("generation cancelled while decoding")
             img = self.vae.decode(frames[s : s + chunk].to(self.vae.dtype)).sample
-            out.append((img.float() / 2 + 0.5).clamp(0, 1).cpu())
+            img = (img.float() / 2 + 0.5).clamp(0, 1).cpu()
+            out.append(self._format(img, "uint8") if as_uint8 else img)
             if progress is not None and progress(ProgressInfo("decode", ci + 1, n_chunks, 0, 0)) is False:
                 self._interrupt = True
                 raise Cancelled("generation cancelled while decoding")
-        return torch.cat(out)
+        return np.concatenate(out) if as_uint8 else torch.cat(out)
 
     @staticmethod
     def _format(frames: torch.Tensor, output_type: str):

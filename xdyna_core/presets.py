@@ -37,6 +37,11 @@ CALL_KEYS = {
     "prompt": (str,),
     "negative_prompt": (str,),
     "eta": (int, float),
+    # speed options (see README "Speed and memory")
+    "sampler": (str,),
+    "guidance_truncation": (int, float),
+    "deep_cache_interval": (int,),
+    "window_batch_size": (int,),
 }
 OTHER_KEYS = {
     "description": (str,),

@@ -65,3 +65,51 @@ def make_controlnet(
         raise TypeError(f"unknown ControlNet config options {sorted(unknown)}")
     config.update(overrides)
     return ControlNetModel.from_config(config)
+
+
+def controlnet_shallow_residuals(
+    controlnet: ControlNetModel,
+    sample,
+    timestep,
+    encoder_hidden_states,
+    controlnet_cond,
+    conditioning_scale: float = 1.0,
+    num_residuals: int = 3,
+):
+    """The first ``num_residuals`` down-block residuals of ``controlnet(...)``, computing only
+    what they need: time embedding, ``conv_in`` + conditioning embedding, the first down
+    block and its zero convolutions (mid block and deeper blocks are skipped).
+
+    For DeepCache partial steps (Ma et al., CVPR 2024), where the UNet recomputes only its
+    shallow branch. Same operations in the same order as diffusers' ``ControlNetModel.forward``
+    (plain ControlNets: no class/addition embeddings, no guess mode), so the residuals equal
+    the first ones of a full call. Returns a list of tensors.
+    """
+    import torch
+
+    cfg = controlnet.config
+    if controlnet.class_embedding is not None or cfg.addition_embed_type is not None or cfg.global_pool_conditions:
+        raise ValueError("controlnet_shallow_residuals supports plain ControlNets only (no class/addition embeddings)")
+    first = controlnet.down_blocks[0]
+    available = 1 + len(first.resnets) + (first.downsamplers is not None)
+    if not 1 <= num_residuals <= available:
+        raise ValueError(f"the first down block gives at most {available} residuals, asked for {num_residuals}")
+    if cfg.controlnet_conditioning_channel_order == "bgr":
+        controlnet_cond = torch.flip(controlnet_cond, dims=[1])
+    timesteps = timestep
+    if not torch.is_tensor(timesteps):
+        dtype = torch.float64 if isinstance(timestep, float) else torch.int64
+        timesteps = torch.tensor([timesteps], dtype=dtype, device=sample.device)
+    elif timesteps.ndim == 0:
+        timesteps = timesteps[None].to(sample.device)
+    timesteps = timesteps.expand(sample.shape[0])
+    emb = controlnet.time_embedding(controlnet.time_proj(timesteps).to(dtype=sample.dtype), None)
+    x = controlnet.conv_in(sample) + controlnet.controlnet_cond_embedding(controlnet_cond)
+    residuals = (x,)
+    if num_residuals > 1:
+        if getattr(first, "has_cross_attention", False):
+            _, block_res = first(hidden_states=x, temb=emb, encoder_hidden_states=encoder_hidden_states)
+        else:
+            _, block_res = first(hidden_states=x, temb=emb)
+        residuals += tuple(block_res)
+    return [zero(r) * conditioning_scale for zero, r in zip(controlnet.controlnet_down_blocks, residuals[:num_residuals])]

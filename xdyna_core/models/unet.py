@@ -71,27 +71,39 @@ def frame_pooled_group_norm(x: torch.Tensor, norm: nn.GroupNorm, num_frames: int
     return torch.addcmul(shift, xs, scale).to(x.dtype).view(bn, c, h, w)
 
 
+class FramePooledGroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters and state-dict keys) whose forward pools the
+    statistics over the ``num_frames`` frames of each sample, see :func:`frame_pooled_group_norm`.
+
+    A module rather than a function call on ``norm.weight`` so that hooks that move weights
+    in a module's forward (accelerate's sequential CPU offload) see it being used.
+    """
+
+    def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        return frame_pooled_group_norm(x, self, num_frames)
+
+
 class ResnetBlock(nn.Module):
     """SD ResNet block (``ResnetBlock3D`` in the official code) with frame-pooled GroupNorms."""
 
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float, output_scale_factor: float = 1.0):
         super().__init__()
         self.output_scale_factor = output_scale_factor
-        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, affine=True)
+        self.norm1 = FramePooledGroupNorm(groups, in_channels, eps=eps, affine=True)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         self.time_emb_proj = nn.Linear(temb_channels, out_channels)
-        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps, affine=True)
+        self.norm2 = FramePooledGroupNorm(groups, out_channels, eps=eps, affine=True)
         self.dropout = nn.Dropout(0.0)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch.Tensor:
-        h = self.conv1(F.silu(frame_pooled_group_norm(x, self.norm1, num_frames)))
+        h = self.conv1(F.silu(self.norm1(x, num_frames)))
         # One time embedding per sample, added to all its frames (reference frame included).
         t = self.time_emb_proj(F.silu(temb))
         bn, c, hh, ww = h.shape
         h = (h.view(-1, num_frames, c, hh, ww) + t[:, None, :, None, None]).view(bn, c, hh, ww)
-        h = self.conv2(self.dropout(F.silu(frame_pooled_group_norm(h, self.norm2, num_frames))))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h, num_frames))))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return (x + h) / self.output_scale_factor
@@ -151,7 +163,9 @@ class SpatialTransformer(nn.Module):
             x = block(x, encoder_hidden_states, num_frames)
         if self.use_linear_projection:
             x = self.proj_out(x)
-        x = x.reshape(bn, h, w, c).permute(0, 3, 1, 2).contiguous()
+        # Back to [(B N), C, h, w]; the tokens are already channels-last in memory, so keep that
+        # layout when the input had it (opt-in channels-last), else the plain contiguous one.
+        x = x.reshape(bn, h, w, c).permute(0, 3, 1, 2).contiguous(memory_format=_memory_format(residual))
         if not self.use_linear_projection:
             x = self.proj_out(x)
         return x + residual
@@ -301,9 +315,19 @@ class MidBlock(_Block):
 @dataclass
 class XDynaUNetOutput(BaseOutput):
     """``sample``: predicted noise ``[B, C_out, 1 + F, h, w]`` (frame 0 = prediction for the
-    reference frame, which the pipeline discards)."""
+    reference frame, which the pipeline discards). ``deep_features``: with
+    ``return_deep_features=True``, the input of the last up block (the DeepCache cache)."""
 
     sample: torch.Tensor
+    deep_features: torch.Tensor | None = None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for a channels-last 4-D tensor (and not also plain contiguous),
+    else ``torch.contiguous_format``."""
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _per_block(value, n: int, name: str) -> list:
@@ -464,7 +488,7 @@ class XDynaUNet(ModelMixin, ConfigMixin):
                 )
             )
 
-        self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
+        self.conv_norm_out = FramePooledGroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
         self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
 
     # ------------------------------------------------------------------ runtime settings
@@ -553,6 +577,8 @@ class XDynaUNet(ModelMixin, ConfigMixin):
         down_block_additional_residuals: Sequence[torch.Tensor] | None = None,
         mid_block_additional_residual: torch.Tensor | None = None,
         return_dict: bool = True,
+        return_deep_features: bool = False,
+        deep_features: torch.Tensor | None = None,
     ) -> XDynaUNetOutput | tuple:
         r"""Predict the noise of every frame.
 
@@ -564,6 +590,15 @@ class XDynaUNet(ModelMixin, ConfigMixin):
                 each ``[B, C, 1 + F, h', w']`` (frame 0 normally zero). Tensors with only ``F``
                 frames are taken as residuals of frames 1..F (frame 0 gets none).
             mid_block_additional_residual: ControlNet mid residual, same layout.
+            return_deep_features: also return the input of the last up block
+                (``deep_features``, ``[(B N), C, h, w]``) for feature caching.
+            deep_features: DeepCache partial step (Ma et al., "DeepCache: Accelerating
+                Diffusion Models for Free", CVPR 2024, Sec. 3.3): run only the shallow branch
+                (``conv_in``, the layers of the first down block, the last up block, output
+                head) and take everything deeper from these cached features of an earlier
+                step. ControlNet residuals may then be given for the shallow skips only
+                (``shallow_skip_count`` of them) or for all. With the features of the same
+                inputs the result equals the full forward.
         """
         if sample.ndim != 5:
             raise ValueError(f"sample must be [B, C, 1 + F, h, w]; got shape {tuple(sample.shape)}")
@@ -589,36 +624,70 @@ class XDynaUNet(ModelMixin, ConfigMixin):
         x = sample.transpose(1, 2).reshape(batch * num_frames, sample.shape[1], height, width)
         x = self.conv_in(x)
 
-        skips = (x,)
-        for block in self.down_blocks:
-            x, block_skips = block(x, emb, encoder_hidden_states, num_frames)
-            skips += block_skips
-
-        if down_block_additional_residuals is not None:
-            if len(down_block_additional_residuals) != len(skips):
+        if deep_features is not None:
+            # DeepCache partial step: shallow branch only, deeper features from the cache.
+            n_shallow = self.shallow_skip_count
+            _, block_skips = self.down_blocks[0](x, emb, encoder_hidden_states, num_frames)
+            skips = ((x,) + block_skips)[:n_shallow]  # the downsampled skip feeds a cached block
+            residuals = down_block_additional_residuals
+            if residuals is not None:
+                if len(residuals) not in (n_shallow, self.skip_count):
+                    raise ValueError(
+                        f"expected {n_shallow} (shallow) or {self.skip_count} down-block residuals, got {len(residuals)}"
+                    )
+                skips = tuple(s + self._fold(r, batch, num_frames) for s, r in zip(skips, residuals[:n_shallow]))
+            if deep_features.shape[0] != batch * num_frames:
                 raise ValueError(
-                    f"expected {len(skips)} down-block residuals, got {len(down_block_additional_residuals)}"
+                    f"deep_features has batch {deep_features.shape[0]}; this call needs {batch * num_frames} = B x N"
                 )
-            skips = tuple(s + self._fold(r, batch, num_frames) for s, r in zip(skips, down_block_additional_residuals))
+            features = deep_features
+            x = self.up_blocks[-1](deep_features, skips, emb, encoder_hidden_states, num_frames)
+        else:
+            skips = (x,)
+            for block in self.down_blocks:
+                x, block_skips = block(x, emb, encoder_hidden_states, num_frames)
+                skips += block_skips
 
-        x = self.mid_block(x, emb, encoder_hidden_states, num_frames)
-        if mid_block_additional_residual is not None:
-            x = x + self._fold(mid_block_additional_residual, batch, num_frames)
+            if down_block_additional_residuals is not None:
+                if len(down_block_additional_residuals) != len(skips):
+                    raise ValueError(
+                        f"expected {len(skips)} down-block residuals, got {len(down_block_additional_residuals)}"
+                    )
+                skips = tuple(s + self._fold(r, batch, num_frames) for s, r in zip(skips, down_block_additional_residuals))
 
-        for i, block in enumerate(self.up_blocks):
-            n = len(block.resnets)
-            block_skips, skips = skips[-n:], skips[:-n]
-            upsample_size = None
-            if forward_upsample_size and i < len(self.up_blocks) - 1:
-                upsample_size = skips[-1].shape[-2:]
-            x = block(x, block_skips, emb, encoder_hidden_states, num_frames, upsample_size)
+            x = self.mid_block(x, emb, encoder_hidden_states, num_frames)
+            if mid_block_additional_residual is not None:
+                x = x + self._fold(mid_block_additional_residual, batch, num_frames)
 
-        x = F.silu(frame_pooled_group_norm(x, self.conv_norm_out, num_frames))
+            features = None
+            for i, block in enumerate(self.up_blocks):
+                n = len(block.resnets)
+                block_skips, skips = skips[-n:], skips[:-n]
+                upsample_size = None
+                if forward_upsample_size and i < len(self.up_blocks) - 1:
+                    upsample_size = skips[-1].shape[-2:]
+                if i == len(self.up_blocks) - 1:
+                    features = x
+                x = block(x, block_skips, emb, encoder_hidden_states, num_frames, upsample_size)
+
+        x = F.silu(self.conv_norm_out(x, num_frames))
         x = self.conv_out(x)
         out = x.view(batch, num_frames, x.shape[1], height, width).transpose(1, 2).contiguous()
+        features = features if return_deep_features else None
         if not return_dict:
-            return (out,)
-        return XDynaUNetOutput(sample=out)
+            return (out,) if features is None else (out, features)
+        return XDynaUNetOutput(sample=out, deep_features=features)
+
+    @property
+    def skip_count(self) -> int:
+        """Number of skip connections = of ControlNet down-block residuals."""
+        return 1 + sum(len(b.resnets) + (b.downsamplers is not None) for b in self.down_blocks)
+
+    @property
+    def shallow_skip_count(self) -> int:
+        """Skips the last up block consumes (``conv_in`` + the first down block's layers):
+        what a DeepCache partial step needs from the ControlNets."""
+        return len(self.up_blocks[-1].resnets)
 
     @staticmethod
     def _fold(residual: torch.Tensor, batch: int, num_frames: int) -> torch.Tensor:

@@ -1,0 +1,94 @@
+"""`xdyna bench`: speed, memory and FLOP utilisation of the pipeline with random weights."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+Modes (comma-separated; each may name its own clip lengths and step count as
+mode:16+64@5): fp32, reference, default, batched, channels-last, compiled, offload,
+sequential-offload, fast-dpmpp, fast-truncate, fast-deepcache, fast-all.
+Random weights, no downloads. The full-size architecture needs a CUDA GPU; --tiny runs
+the tiny model (on a CPU in seconds). Every mode starts from the same float32 weights
+and the same inputs, so PSNR/SSIM against the fp32 and default runs measure what the
+mode changes. MFU = FLOPs counted with torch.utils.flop_counter / (time x the GPU's
+dense bf16 peak).
+
+examples:
+  xdyna bench --modes reference,default --frames 16,64 --json bench.json
+  xdyna bench --tiny --frames 16,40 --steps 4 --modes fp32,default,batched,fast-dpmpp
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark speed, peak GPU memory and MFU (random weights, no downloads)",
+        description="Benchmark XDynaPipeline: seconds per step / frame / clip, peak GPU memory, FLOPs and MFU.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--size", default=None, metavar="HxW", help="output height x width (default 896x512; 64x64 with --tiny)")
+    p.add_argument("--frames", default="16,64", help="comma-separated clip lengths (default 16,64)")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25; presets of fast-* modes set their own)")
+    p.add_argument("--modes", default="reference,default", help="comma-separated modes, see below (default reference,default)")
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON (rewritten after every run)")
+    p.add_argument("--tiny", action="store_true", help="tiny random model instead of the full-size architecture")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--unet-repeats", type=int, default=5, help="timed repeats of the isolated UNet call (default 5)")
+    p.set_defaults(func=run)
+
+
+def _size(text: str | None, tiny: bool):
+    from xdyna_core.errors import InputError
+
+    if text is None:
+        return (64, 64) if tiny else (896, 512)
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size must look like 896x512 (height x width), got {text!r}") from None
+    if h <= 0 or w <= 0 or h % 8 or w % 8:
+        raise InputError(f"--size must be positive multiples of 8, got {h}x{w}")
+    return h, w
+
+
+def run(args) -> int:
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        # idle OpenMP threads sleep instead of spinning (shared CPUs, see `xdyna animate`)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    from xdyna_core import bench
+    from xdyna_core.errors import InputError
+
+    height, width = _size(args.size, args.tiny)
+    try:
+        frames = [int(v) for v in args.frames.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--frames must be comma-separated integers, got {args.frames!r}") from None
+    if not frames or any(f < 1 for f in frames):
+        raise InputError(f"--frames needs positive clip lengths, got {args.frames!r}")
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    specs = bench.parse_modes(args.modes)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda but no CUDA GPU is visible; use --device cpu (with --tiny)")
+    if not args.tiny and not device.startswith("cuda"):
+        raise InputError("the full-size benchmark needs a CUDA GPU (about 14 GB); on a CPU add --tiny")
+    report = bench.run_benchmark(
+        specs, tiny=args.tiny, device=device, height=height, width=width, frames=frames, steps=args.steps,
+        seed=args.seed, unet_repeats=args.unet_repeats, json_path=args.json, command=bench.command_line(),
+    )
+    print()
+    print(f"{report['device']['name']} ({report['device']['type']}), {report['model']}, {height}x{width}")
+    print(report["table"])
+    if args.json:
+        print(f"wrote {args.json}")
+    failed = [r for r in report["runs"] if r["status"] == "error"]
+    return 1 if failed else 0
