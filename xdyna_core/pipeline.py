@@ -437,12 +437,13 @@ class XDynaPipeline(DiffusionPipeline):
 
     # -- opt-in speed-ups ------------------------------------------------------
 
-    def compile(self, **compile_kwargs) -> "XDynaPipeline":
+    def compile(self, components: Sequence[str] = ("unet", "controlnet", "controlnet_face"), **compile_kwargs) -> "XDynaPipeline":
         """`torch.compile` the repeated blocks of the UNet and the ControlNets in place
         (regional compilation: each ResNet, spatial-transformer and motion-module block
         is compiled once per shape and reused; whole-model graphs would take much
         longer to compile). `compile_kwargs` go to `torch.compile` (e.g. mode=
-        "max-autotune-no-cudagraphs", fullgraph=True). The first call after this pays
+        "max-autotune-no-cudagraphs", fullgraph=True); `components` names the models.
+        The first call after this pays
         the compile time (one graph per block shape; new frame sizes or window batch
         sizes compile again). Returns the pipeline."""
         from torch import _dynamo
@@ -455,7 +456,7 @@ class XDynaPipeline(DiffusionPipeline):
             if hasattr(_dynamo.config, limit):
                 setattr(_dynamo.config, limit, max(getattr(_dynamo.config, limit), 256))
         compile_kwargs.setdefault("dynamic", False)  # static shapes: the fastest kernels, few shapes here
-        for name in ("unet", "controlnet", "controlnet_face"):
+        for name in components:
             model = getattr(self, name, None)
             if model is None:
                 continue
