@@ -188,7 +188,7 @@ def _generate(extracted, settings, model_choice, progress=None, cancel=None):
 @_friendly_errors
 def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
             guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
-            window_schedule="blend", motion_state=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+            window_schedule="blend", preset="", motion_state=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
     """Step 2: animate a photo with the movement of a driving clip. Re-uses the motion of /extract
     from the same session when photo, clip and motion settings are unchanged; extracts it otherwise.
 
@@ -210,6 +210,8 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         seed: random seed; the same seed and settings give the same video.
         window_overlap: frames shared by consecutive 16-frame windows (0-8).
         window_schedule: "blend" (non-looping windows) or "official" (the official closed loop).
+        preset: optional preset name (presets/*.yaml) whose options without a widget (sampler,
+            guidance truncation, DeepCache, ...) are applied; the values above still win.
     Returns:
         generated video, side-by-side video (driving | skeleton | generated), both mp4 files, status (markdown),
         and the four previews of /extract.
@@ -219,7 +221,8 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         prompt=prompt or "", negative_prompt=negative_prompt or "", num_inference_steps=int(steps),
         guidance_scale=float(guidance_scale), adapter_scale=float(adapter_scale),
         pose_conditioning_scale=float(pose_strength), face_conditioning_scale=float(face_strength),
-        seed=int(seed), window_overlap=int(window_overlap), window_schedule=window_schedule).validate(LIMITS)
+        seed=int(seed), window_overlap=int(window_overlap), window_schedule=window_schedule,
+        extra=studio.preset_extras(preset)).validate(LIMITS)
     studio.check_model(model)  # before any work: no GPU for official X-Dyna is said at once
     cancel = _new_cancel_event(request)
     report = _progress_fn(progress)
@@ -242,7 +245,7 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         label, frames, seconds = _generate(extracted, settings, model, report, cancel)
     result = studio.save_animation(extracted, frames, seconds, settings.seed, workdir=WORKSPACE.new_job("animate"),
                                    progress=report)
-    status = studio.describe_result(result, label, reused)
+    status = studio.describe_result(result, label, reused, settings.extra)
     return (str(result.video), str(result.side_by_side), [str(result.video), str(result.side_by_side)],
             status, *previews, extracted)
 
@@ -441,7 +444,7 @@ def build_demo() -> gr.Blocks:
             animate,
             inputs=[photo, clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
                     guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
-                    window_schedule, motion_state],
+                    window_schedule, preset, motion_state],
             outputs=[result, side, downloads, status, *previews, motion_state],
             api_name="animate", concurrency_id="gpu", concurrency_limit=1, show_progress_on=[result])
         cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,

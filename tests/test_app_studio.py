@@ -115,6 +115,20 @@ def test_presets_fill_every_setting_with_allowed_values():
     assert studio.preset_for_model(studio.MODEL_TINY) == "tiny-offline"
 
 
+def test_preset_options_without_a_widget_reach_the_pipeline(extracted, tiny):
+    assert studio.preset_extras("") == () and studio.preset_extras("official") == ()
+    extra = dict(studio.preset_extras("fast-all"))
+    assert extra["sampler"] == "dpmpp" and extra["deep_cache_interval"] == 2
+    with pytest.raises(InputError, match="Unknown generation options"):
+        studio.GenerationSettings(extra=(("flux_capacitor", 1),)).validate(LIMITS)
+    # The tiny model runs with them (same code path as official X-Dyna).
+    settings = studio.GenerationSettings(num_inference_steps=3, guidance_scale=2,
+                                         extra=studio.preset_extras("fast-all")).validate(LIMITS)
+    frames, _ = studio.generate(extracted, settings, tiny)
+    plain, _ = studio.generate(extracted, studio.GenerationSettings(num_inference_steps=3, guidance_scale=2), tiny)
+    assert frames.shape == plain.shape and not np.array_equal(frames, plain)
+
+
 def test_untrained_tiny_size_matches_the_engine():
     from xdyna_core.tiny import TINY_RESOLUTION
 

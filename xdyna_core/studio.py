@@ -640,6 +640,10 @@ def describe_motion(motion, info, settings: MotionSettings) -> str:
 # --------------------------------------------------------------------------------------
 
 WINDOW_SIZE = 16  # frames the motion modules see at once (official)
+# Pipeline options a preset may set that have no widget on the page (speed options, ...):
+# they are applied as the preset says.
+PRESET_ONLY_OPTIONS = ("sampler", "guidance_truncation", "deep_cache_interval", "window_batch_size",
+                       "window_weighting", "eta", "decode_chunk_size")
 DEFAULT_FRAMES = 24  # frames animated unless the visitor asks for more (a 1.6 s clip at 15 fps)
 _GENERATION_LOCK = threading.Lock()  # one generation per process (per GPU), whatever the queue does
 
@@ -659,8 +663,12 @@ class GenerationSettings:
     window_size: int = WINDOW_SIZE
     window_overlap: int = 4
     window_schedule: str = "blend"
+    extra: tuple = ()  # (name, value) pairs of pipeline options that only presets set (speed options)
 
     def validate(self, limits: Limits) -> "GenerationSettings":
+        unknown = [k for k, _ in self.extra if k not in PRESET_ONLY_OPTIONS]
+        if unknown:
+            raise InputError(f"Unknown generation options {unknown}; allowed: {', '.join(PRESET_ONLY_OPTIONS)}.")
         if not 1 <= self.num_inference_steps <= limits.max_steps:
             raise InputError(f"Quality steps must be between 1 and {limits.max_steps} (got {self.num_inference_steps}).")
         if not 0 <= self.guidance_scale <= 30:
@@ -740,7 +748,7 @@ def generate(extracted: Extracted, settings: GenerationSettings, model: LoadedMo
                 window_size=window, window_overlap=overlap, window_schedule=settings.window_schedule,
                 # A CPU generator gives the same video for the same seed on any device.
                 generator=torch.Generator("cpu").manual_seed(settings.seed), output_type="uint8",
-                progress=on_progress, callback_on_step_end=on_step_end)
+                progress=on_progress, callback_on_step_end=on_step_end, **dict(settings.extra))
             frames = out.frames
         except torch.cuda.OutOfMemoryError:
             free_memory()
@@ -781,8 +789,10 @@ def animate(extracted: Extracted, settings: GenerationSettings, model: LoadedMod
     return save_animation(extracted, frames, seconds, settings.seed, workdir=workdir, progress=progress)
 
 
-def describe_result(result: Animation, model_label: str, reused: bool) -> str:
+def describe_result(result: Animation, model_label: str, reused: bool, extra: tuple = ()) -> str:
     motion = ("Motion re-used from step 1." if reused else "Motion extracted for this run.")
+    if extra:
+        motion += " Preset options: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra) + "."
     return (f"**Done in {_duration(result.seconds)}** — {result.num_frames} frames at {result.fps:.3g} fps "
             f"({result.num_frames / result.fps:.1f} s), {result.width}×{result.height}, seed {result.seed}. "
             f"{motion} Model: {model_label}.\n\nChange any setting of step 2 and press Animate again: "
@@ -908,6 +918,17 @@ def preset_values(name: str, limits: Limits, choice: Optional[str] = None) -> di
         "prompt": str(p.get("prompt", "")),
         "negative_prompt": str(p.get("negative_prompt", "")),
     }
+
+
+def preset_extras(name: str) -> tuple:
+    """The options of a preset that have no widget (e.g. sampler, DeepCache), as (name, value)
+    pairs for `GenerationSettings.extra`. An empty name gives none."""
+    from xdyna_core.presets import load_preset
+
+    if not name:
+        return ()
+    p = load_preset(name)
+    return tuple((k, p[k]) for k in PRESET_ONLY_OPTIONS if p.get(k) is not None)
 
 
 def window_schedule_choices() -> list:
