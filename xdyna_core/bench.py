@@ -158,7 +158,7 @@ class LiveTensorBytes:
         live.peak["cpu"]  # bytes
     """
 
-    def __init__(self):
+    def __init__(self, include_meta: bool = False):
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.weak import WeakIdKeyDictionary
 
@@ -171,6 +171,7 @@ class LiveTensorBytes:
                 return out
 
         self._mode = _Mode()
+        self._include_meta = include_meta
         self._seen = WeakIdKeyDictionary()
         self.current: Dict[str, int] = {}
         self.peak: Dict[str, int] = {}
@@ -182,7 +183,7 @@ class LiveTensorBytes:
         from torch.utils._pytree import tree_flatten
 
         for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            if not isinstance(t, torch.Tensor) or (t.device.type == "meta" and not self._include_meta):
                 continue
             storage = t.untyped_storage()
             if storage in self._seen:
@@ -198,6 +199,38 @@ class LiveTensorBytes:
 
     def __exit__(self, *exc):
         return self._mode.__exit__(*exc)
+
+
+def estimate_unet_peak_bytes(unet, frames: int = WINDOW_SIZE, height: int = 896, width: int = 512,
+                             dtype: torch.dtype = torch.bfloat16, cfg: bool = True, memory_chunks: int = 1) -> int:
+    """Peak bytes of the activations of one UNet call (weights excluded), estimated on a
+    `meta` copy (no memory, no compute) with `LiveTensorBytes`. Attention is modelled as
+    a fused (flash) kernel, whose only large allocation is its output; cuDNN workspaces
+    and allocator rounding are not included, so a GPU measures somewhat more."""
+    import torch.nn.functional as F
+
+    meta = _meta_copy(unet).to(dtype)
+    if memory_chunks > 1:
+        meta.enable_memory_chunking(memory_chunks)
+    cfg_u = meta.config
+    scale = 8
+    halves = 2 if cfg else 1
+    sample = torch.zeros(halves, cfg_u.in_channels, 1 + frames, height // scale, width // scale, device="meta", dtype=dtype)
+    context = torch.zeros(halves, cfg_u.num_text_tokens + cfg_u.num_ip_tokens, cfg_u.cross_attention_dim,
+                          device="meta", dtype=dtype)
+    sdpa = F.scaled_dot_product_attention
+
+    def fused_attention(q, k, v, *args, **kwargs):
+        torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)  # log-sum-exp rows
+        return torch.empty_like(q)
+
+    F.scaled_dot_product_attention = fused_attention
+    try:
+        with torch.no_grad(), LiveTensorBytes(include_meta=True) as live:
+            meta(sample, torch.tensor(500, device="meta"), encoder_hidden_states=context)
+    finally:
+        F.scaled_dot_product_attention = sdpa
+    return int(live.peak.get("meta", 0))
 
 
 # ---------------------------------------------------------------------------- models
@@ -279,18 +312,20 @@ def parameter_counts(pipe) -> Dict[str, int]:
 
 # Each mode: how the pipeline is set up and called. dtype applies on CUDA (CPU runs float32).
 MODES: Dict[str, dict] = {
-    "fp32": dict(dtype="float32", tf32=False,
+    "fp32": dict(dtype="float32", tf32=False, unet_call=True,
                  about="float32 (TF32 off), one window per call, no compile: the numerical reference"),
-    "reference": dict(dtype="float16",
+    "reference": dict(dtype="float16", unet_call=True,
                       about="plain float16 (the official precision), one window per call, no compile"),
-    "default": dict(dtype="bfloat16", cudnn_benchmark=True,
+    "default": dict(dtype="bfloat16", cudnn_benchmark=True, unet_call=True,
                     about="bfloat16 with the pipeline defaults (what `default_dtype` picks on a GPU)"),
     "batched": dict(dtype="bfloat16", cudnn_benchmark=True, call=dict(window_batch_size=2),
                     about="default + two windows per UNet/ControlNet call"),
-    "channels-last": dict(dtype="bfloat16", cudnn_benchmark=True, channels_last=True,
+    "channels-last": dict(dtype="bfloat16", cudnn_benchmark=True, channels_last=True, unet_call=True,
                           about="default + channels-last convolution weights"),
-    "compiled": dict(dtype="bfloat16", cudnn_benchmark=True, compile=True,
+    "compiled": dict(dtype="bfloat16", cudnn_benchmark=True, compile=True, unet_call=True,
                      about="default + torch.compile of the repeated blocks (compile time reported separately)"),
+    "lean": dict(dtype="bfloat16", cudnn_benchmark=True, memory_chunks=4, call=dict(decode_chunk_size=2),
+                 about="default + UNet memory chunking (4) + VAE decode two frames at a time (lower peak)"),
     "offload": dict(dtype="bfloat16", cudnn_benchmark=True, offload="model",
                     about="default + enable_model_cpu_offload() (whole models move to the GPU when used)"),
     "sequential-offload": dict(dtype="bfloat16", cudnn_benchmark=True, offload="sequential",
@@ -389,10 +424,14 @@ def timed_call(pipe, num_frames: int, height: int, width: int, steps: int, seed:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     photo, pose, face = make_inputs(num_frames, height, width, seed)
     stamps = []
+    stage_peaks: Dict[str, int] = {}
 
     def progress(info):
         sync()
         stamps.append((info.stage, info.step, info.window, info.num_windows, time.perf_counter()))
+        if cuda:  # peak per stage: reset after every stamp, keep the largest
+            stage_peaks[info.stage] = max(stage_peaks.get(info.stage, 0), torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
 
     if cuda:
         torch.cuda.empty_cache()
@@ -428,7 +467,10 @@ def timed_call(pipe, num_frames: int, height: int, width: int, steps: int, seed:
         steps_timed=len(ends),
     )
     if cuda:
-        out["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+        # "denoise" includes the encoders before the first window; "decode" the VAE chunks
+        stage_peaks["after"] = int(torch.cuda.max_memory_allocated())
+        out["peak_memory_bytes"] = int(max(stage_peaks.values()))
+        out["peak_memory_by_stage_bytes"] = {k: int(v) for k, v in stage_peaks.items()}
         out["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved())
         out["resident_before_bytes"] = int(base)
     return out
@@ -532,6 +574,8 @@ def _prepare(pipe, mode: str, device: torch.device, state: dict):
         pipe.to(device, dtype)
     if spec.get("channels_last"):
         pipe.enable_channels_last()
+    if spec.get("memory_chunks"):
+        pipe.unet.enable_memory_chunking(spec["memory_chunks"])
     if spec.get("compile"):
         pipe.compile()
     return dtype
@@ -607,7 +651,7 @@ def run_benchmark(specs: Sequence[RunSpec], *, tiny: bool = False, device=None, 
                 run["mfu_step"] = _round(mfu(per_step_flops, result["seconds_per_step"], dev["peak_bf16_tflops"]))
                 if "peak_memory_bytes" in run:
                     run["peak_memory_gib"] = round(run["peak_memory_bytes"] / 2**30, 3)
-                if n == mode_frames[0] and not MODES[spec.mode].get("offload"):
+                if n == mode_frames[0] and MODES[spec.mode].get("unet_call"):
                     sec = time_unet_call(pipe, WINDOW_SIZE, height, width, repeats=unet_repeats)
                     run["unet_call"] = dict(seconds=_round(sec), flops=flops["cfg"]["unet"],
                                             mfu=_round(mfu(flops["cfg"]["unet"], sec, dev["peak_bf16_tflops"])))
@@ -678,6 +722,8 @@ def _undo(pipe, mode: str) -> None:
                 if getattr(module, "_compiled_call_impl", None) is not None:
                     module._compiled_call_impl = None
         _dynamo.reset()
+    if spec.get("memory_chunks"):
+        pipe.unet.disable_memory_chunking()
     if spec.get("channels_last"):
         for name in ("unet", "controlnet", "controlnet_face", "vae"):
             model = getattr(pipe, name, None)

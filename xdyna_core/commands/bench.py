@@ -6,12 +6,13 @@ import argparse
 
 EPILOG = """\
 Modes (comma-separated; each may name its own clip lengths and step count as
-mode:16+64@5): fp32, reference, default, batched, channels-last, compiled, offload,
+mode:16+64@5): fp32, reference, default, batched, channels-last, lean, compiled, offload,
 sequential-offload, fast-dpmpp, fast-truncate, fast-deepcache, fast-all.
 Random weights, no downloads. The full-size architecture needs a CUDA GPU; --tiny runs
 the tiny model (on a CPU in seconds). Every mode starts from the same float32 weights
 and the same inputs, so PSNR/SSIM against the fp32 and default runs measure what the
-mode changes. MFU = FLOPs counted with torch.utils.flop_counter / (time x the GPU's
+mode changes (fast-* presets against the --steps baseline; their own step counts are
+meant against 25 and scaled with --steps). MFU = FLOPs counted with torch.utils.flop_counter / (time x the GPU's
 dense bf16 peak).
 
 examples:

@@ -29,6 +29,16 @@ def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, head
     return out.transpose(1, 2).reshape(b, lq, c)
 
 
+def chunked_feed_forward(ff: nn.Module, x: torch.Tensor, num_chunks: int | None) -> torch.Tensor:
+    """``ff(x)`` for a per-token feed-forward, computed on ``num_chunks`` slices of the batch
+    axis at a time (None or 1: in one go). The values are the same up to matmul rounding;
+    the temporary GEGLU activations (8x the block width per token) shrink ``num_chunks``-fold,
+    which bounds the UNet's peak memory at full resolution."""
+    if not num_chunks or num_chunks <= 1 or x.shape[0] < 2:
+        return ff(x)
+    return torch.cat([ff(part) for part in x.chunk(num_chunks, dim=0)], dim=0)
+
+
 class DynamicsAdapterAttention(nn.Module):
     """Self-attention with the Dynamics-Adapter residual (X-Dyna paper, Sec. 3.2, Fig. 3c).
 

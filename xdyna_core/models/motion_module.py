@@ -15,7 +15,7 @@ import torch
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from .attention import multi_head_attention
+from .attention import chunked_feed_forward, multi_head_attention
 
 
 def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
@@ -84,11 +84,12 @@ class TemporalTransformerBlock(nn.Module):
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in range(num_attention_blocks)])
         self.ff = FeedForward(dim, dropout=0.0, activation_fn="geglu")
         self.ff_norm = nn.LayerNorm(dim)
+        self.ff_chunks = None  # see XDynaUNet.enable_feed_forward_chunking
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         for attention, norm in zip(self.attention_blocks, self.norms):
             hidden_states = attention(norm(hidden_states)) + hidden_states
-        return self.ff(self.ff_norm(hidden_states)) + hidden_states
+        return chunked_feed_forward(self.ff, self.ff_norm(hidden_states), self.ff_chunks) + hidden_states
 
 
 class TemporalTransformer3DModel(nn.Module):

@@ -29,7 +29,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 from torch import nn
 
-from .attention import DynamicsAdapterAttention, IPAdapterCrossAttention
+from .attention import DynamicsAdapterAttention, IPAdapterCrossAttention, chunked_feed_forward
 from .motion_module import PositionalEncoding, VanillaTemporalModule
 
 CROSS_ATTN_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock3D")
@@ -71,6 +71,31 @@ def frame_pooled_group_norm(x: torch.Tensor, norm: nn.GroupNorm, num_frames: int
     return torch.addcmul(shift, xs, scale).to(x.dtype).view(bn, c, h, w)
 
 
+def frame_pooled_group_norm_chunked(x: torch.Tensor, norm: nn.GroupNorm, num_frames: int, chunks: int) -> torch.Tensor:
+    """:func:`frame_pooled_group_norm` computed for ``chunks`` slices of the groups at a time.
+    Statistics are per group, so this is the same arithmetic on fewer elements at once: the
+    float32 temporaries (2x the activation in float32) shrink ``chunks``-fold."""
+    bn, c, h, w = x.shape
+    groups = norm.num_groups
+    xv = x.view(bn // num_frames, num_frames, groups, c // groups, h, w)
+    out = torch.empty_like(xv)
+    weight = norm.weight.view(groups, c // groups) if norm.affine else None
+    bias = norm.bias.view(groups, c // groups) if norm.affine else None
+    for idx in torch.arange(groups).chunk(chunks):
+        g0, g1 = int(idx[0]), int(idx[-1]) + 1
+        xs = xv[:, :, g0:g1].float()
+        var, mean = torch.var_mean(xs, dim=(1, 3, 4, 5), keepdim=True, correction=0)
+        scale = torch.rsqrt(var + norm.eps)
+        shift = -mean * scale
+        if norm.affine:
+            wg = weight[g0:g1].float().view(1, 1, g1 - g0, c // groups, 1, 1)
+            scale = scale * wg
+            shift = shift * wg + bias[g0:g1].float().view(1, 1, g1 - g0, c // groups, 1, 1)
+        out[:, :, g0:g1] = torch.addcmul(shift, xs, scale).to(x.dtype)
+        del xs
+    return out.view(bn, c, h, w)
+
+
 class FramePooledGroupNorm(nn.GroupNorm):
     """``nn.GroupNorm`` (same parameters and state-dict keys) whose forward pools the
     statistics over the ``num_frames`` frames of each sample, see :func:`frame_pooled_group_norm`.
@@ -79,7 +104,11 @@ class FramePooledGroupNorm(nn.GroupNorm):
     in a module's forward (accelerate's sequential CPU offload) see it being used.
     """
 
+    chunks = 1  # > 1: see XDynaUNet.enable_memory_chunking
+
     def forward(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if self.chunks > 1:
+            return frame_pooled_group_norm_chunked(x, self, num_frames, self.chunks)
         return frame_pooled_group_norm(x, self, num_frames)
 
 
@@ -120,11 +149,12 @@ class BasicTransformerBlock(nn.Module):
         self.attn2 = IPAdapterCrossAttention(dim, cross_attention_dim, heads, num_text_tokens, num_ip_tokens)
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, dropout=0.0, activation_fn="geglu")
+        self.ff_chunks = None  # see XDynaUNet.enable_feed_forward_chunking
 
     def forward(self, x: torch.Tensor, encoder_hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
         x = self.attn1(self.norm1(x), num_frames) + x
         x = self.attn2(self.norm2(x), encoder_hidden_states, num_frames) + x
-        return self.ff(self.norm3(x)) + x
+        return chunked_feed_forward(self.ff, self.norm3(x), self.ff_chunks) + x
 
 
 class SpatialTransformer(nn.Module):
@@ -504,6 +534,24 @@ class XDynaUNet(ModelMixin, ConfigMixin):
             if isinstance(module, DynamicsAdapterAttention):
                 return module.adapter_scale
         return 1.0
+
+    def enable_memory_chunking(self, num_chunks: int = 4) -> None:
+        """Lower the peak memory of a call: every feed-forward (spatial and motion-module
+        blocks) runs on ``num_chunks`` slices of its batch axis, and every frame-pooled
+        GroupNorm on ``num_chunks`` slices of its groups. These are the largest temporaries
+        at full resolution (the first level's GEGLU, 8x the width per token, and the float32
+        GroupNorm copies). Same values up to matmul rounding (GroupNorm: identical); a little
+        slower. Off by default; ``num_chunks=1`` turns it off."""
+        if num_chunks < 1:
+            raise ValueError(f"num_chunks must be at least 1, got {num_chunks}")
+        for module in self.modules():
+            if hasattr(module, "ff_chunks"):
+                module.ff_chunks = int(num_chunks)
+            if isinstance(module, FramePooledGroupNorm):
+                module.chunks = int(num_chunks)
+
+    def disable_memory_chunking(self) -> None:
+        self.enable_memory_chunking(1)
 
     def reset_positional_encodings(self) -> None:
         """Recompute the motion modules' fixed sinusoids (``...pos_encoder.pe`` buffers)."""
