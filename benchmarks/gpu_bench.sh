@@ -57,7 +57,7 @@ extra() {
   ours_env
   log "extra: batched, channels-last, lean decode, model/sequential offload, compile (timed separately)"
   timeout 420 python3 -m xdyna_core.cli bench --frames 16 --steps 25 --unet-repeats 3 \
-    --modes default:16@10,batched:64@10,channels-last:16@10,lean:16@10,offload:16@10,sequential-offload:16@3,compiled:16@10 \
+    --modes default:16@10,batched:64@10,channels-last:16@10,cudnn-attention:16@10,lean:16@10,offload:16@10,sequential-offload:16@3,compiled:16@10 \
     --json "$OUT/bench_extra.json" 2>&1 | tee "$OUT/bench_extra.log"
   log "extra: CUDA tests (tiny model)"
   timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_speedups.py tests/test_pipeline.py 2>&1 | tee "$OUT/gpu_tests.log"

@@ -6,8 +6,9 @@ import argparse
 
 EPILOG = """\
 Modes (comma-separated; each may name its own clip lengths and step count as
-mode:16+64@5): fp32, reference, default, batched, channels-last, lean, compiled, offload,
-sequential-offload, fast-dpmpp, fast-truncate, fast-deepcache, fast-all.
+mode:16+64@5): fp32, reference, default, batched, channels-last, lean,
+cudnn-attention, compiled, offload, sequential-offload, fast-dpmpp, fast-truncate,
+fast-deepcache, fast-all.
 Random weights, no downloads. The full-size architecture needs a CUDA GPU; --tiny runs
 the tiny model (on a CPU in seconds). Every mode starts from the same float32 weights
 and the same inputs, so PSNR/SSIM against the fp32 and default runs measure what the
