@@ -117,11 +117,16 @@ def test_parse_modes():
 
 
 def test_step_flops_and_preset_steps():
-    flops = {"cfg": {"total": 10}, "no_cfg": {"total": 6}}
+    flops = {"cfg": {"total": 10}, "no_cfg": {"total": 6}, "cfg_deep_cache_partial": {"total": 3},
+             "no_cfg_deep_cache_partial": {"total": 2}}
     assert bench._step_flops(flops, 16, 25, {}) == 10  # one window
     assert bench._step_flops(flops, 64, 25, {}) == 50  # five windows
     # 15 of 25 steps with CFG: (15 * 10 + 10 * 6) / 25 per window
     assert bench._step_flops(flops, 16, 25, {"guidance_truncation": 0.6}) == int((15 * 10 + 10 * 6) / 25)
+    # DeepCache 1:3 over 6 steps: full at 0 and 3
+    assert bench._step_flops(flops, 16, 6, {"deep_cache_interval": 3}) == int((2 * 10 + 4 * 3) / 6)
+    # with truncation after 3 of 6 steps: full 0, partial 1 2, full 3 (CFG switched off), partial 4 5
+    assert bench._step_flops(flops, 16, 6, {"deep_cache_interval": 3, "guidance_truncation": 0.5}) == int((10 + 2 * 3 + 6 + 2 * 2) / 6)
     assert bench.mode_steps(12, 25) == 12 and bench.mode_steps(12, 6) == 3 and bench.mode_steps(None, 7) == 7
     assert bench.num_windows(16) == 1 and bench.num_windows(64) == 5 and bench.num_windows(40) == 3
 
@@ -165,7 +170,9 @@ def test_bench_cli_tiny_writes_json_report(tmp_path, capsys):
     assert report["schema"] == bench.SCHEMA
     assert report["device"]["type"] == "cpu" and report["device"]["peak_bf16_tflops"] is None
     assert report["settings"]["height"] == report["settings"]["width"] == 64
-    assert set(report["flops_per_window"]) == {"cfg", "no_cfg"}
+    assert set(report["flops_per_window"]) == {"cfg", "no_cfg", "cfg_deep_cache_partial", "no_cfg_deep_cache_partial"}
+    partial = report["flops_per_window"]["cfg_deep_cache_partial"]["total"]
+    assert 0 < partial < report["flops_per_window"]["cfg"]["total"]
     runs = {(r["mode"], r["frames"]): r for r in report["runs"]}
     assert set(runs) == {("fp32", 8), ("default", 8), ("default", 20), ("batched", 20), ("fast-truncate", 8), ("offload", 8)}
     assert runs[("offload", 8)]["status"] == "skipped"

@@ -277,13 +277,14 @@ def test_guidance_truncation_drops_the_uncond_batch(pipe):
     assert not torch.equal(out, gen(pipe, 8, steps=5))
 
 
-def test_deep_cache_unet_shallow_branch_is_exact():
+@pytest.mark.parametrize("branch", [0, 1, 2, None])
+def test_deep_cache_unet_shallow_branch_is_exact(branch):
     """With the features of the same inputs, the shallow branch reproduces the full
     forward exactly, ControlNet residuals included (the shallow ControlNet residuals are
-    the first ones of a full ControlNet call)."""
+    the first ones of a full ControlNet call). Two layers per block: branch 0, 1, 2 (=None)."""
     from xdyna_core.models import controlnet_shallow_residuals
 
-    c = make_tiny_components(seed=3)
+    c = make_tiny_components(seed=3, layers_per_block=2)
     unet, cn = c["unet"], c["controlnet"]
     g = torch.Generator().manual_seed(1)
     b, n = 2, 5
@@ -291,11 +292,11 @@ def test_deep_cache_unet_shallow_branch_is_exact():
     ctx = torch.randn(b, 93, 32, generator=g)
     cn_in, cond = torch.randn(n, 4, 8, 8, generator=g), torch.rand(n, 3, 64, 64, generator=g)
     text = torch.randn(n, 77, 32, generator=g)
+    k = unet.shallow_skip_count if branch is None else branch + 1
     with torch.no_grad():
         down, mid = cn(cn_in, 500, encoder_hidden_states=text, controlnet_cond=cond, conditioning_scale=0.7, return_dict=False)
-        k = unet.shallow_skip_count
         shallow = controlnet_shallow_residuals(cn, cn_in, 500, text, cond, 0.7, num_residuals=k)
-        assert len(down) == unet.skip_count and k < len(down)
+        assert len(down) == unet.skip_count and k < len(down) and len(shallow) == k
         for a, s in zip(down[:k], shallow):
             assert torch.equal(a, s)
 
@@ -303,12 +304,12 @@ def test_deep_cache_unet_shallow_branch_is_exact():
             r = r.permute(1, 0, 2, 3)[None].repeat(b, 1, 1, 1, 1)
             return torch.cat([torch.zeros_like(r[:, :, :1]), r], 2)
 
-        full = unet(x, 500, ctx, [five(d) for d in down], five(mid), return_deep_features=True)
+        full = unet(x, 500, ctx, [five(d) for d in down], five(mid), return_deep_features=True, deep_cache_branch=branch)
         plain = unet(x, 500, ctx, [five(d) for d in down], five(mid)).sample
         assert torch.equal(full.sample, plain) and full.deep_features is not None
-        part = unet(x, 500, ctx, [five(s) for s in shallow], deep_features=full.deep_features).sample
+        part = unet(x, 500, ctx, [five(s) for s in shallow], deep_features=full.deep_features, deep_cache_branch=branch).sample
         assert torch.equal(part, plain)
-        other = unet(x, 400, ctx, [five(s) for s in shallow], deep_features=full.deep_features).sample
+        other = unet(x, 400, ctx, [five(s) for s in shallow], deep_features=full.deep_features, deep_cache_branch=branch).sample
         assert not torch.equal(other, plain)
 
 
@@ -322,8 +323,12 @@ def test_deep_cache_pipeline_runs_deep_blocks_every_nth_step(pipe):
     assert len(calls["unet"]) == 10 and len(calls["mid"]) == 6 and len(calls["cn_mid"]) == 6
     assert torch.equal(gen(pipe, 20, steps=5, deep_cache_interval=1), gen(pipe, 20, steps=5))
     assert not torch.equal(out, gen(pipe, 20, steps=5))
+    shallower = gen(pipe, 20, steps=5, deep_cache_interval=2, deep_cache_branch=0)
+    assert not torch.equal(shallower, out) and torch.isfinite(shallower).all()
     with pytest.raises(InputError, match="blend"):
         gen(pipe, 20, deep_cache_interval=2, window_schedule="official")
+    with pytest.raises(InputError, match="deep_cache_branch"):
+        gen(pipe, 20, deep_cache_interval=2, deep_cache_branch=5)
 
 
 def test_speed_option_errors(pipe):

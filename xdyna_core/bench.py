@@ -100,12 +100,15 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def window_flops(pipe, frames: int = WINDOW_SIZE, height: int = 896, width: int = 512, cfg: bool = True,
-                 shared_control: bool = True) -> Dict[str, int]:
+                 shared_control: bool = True, deep_cache_partial: bool = False,
+                 deep_cache_branch: Optional[int] = None) -> Dict[str, int]:
     """FLOPs of one window of `frames` noisy frames in one denoising step: the UNet on
     [ref, frames] with CFG batch 2 (1 without CFG) and each ControlNet on the `frames`
     noisy frames (once when `shared_control`, i.e. both CFG halves see the same text,
     as in normal use; twice otherwise). Counted on meta-device copies built from the
-    pipeline's configs. Returns {"unet", "controlnet", "controlnet_face", "total"}."""
+    pipeline's configs. `deep_cache_partial`: a DeepCache partial step instead (shallow
+    UNet branch, shallow ControlNet residuals). Returns {"unet", "controlnet",
+    "controlnet_face", "total"}."""
     scale = pipe.vae_scale_factor
     h, w = height // scale, width // scale
     halves = 2 if cfg else 1
@@ -116,7 +119,14 @@ def window_flops(pipe, frames: int = WINDOW_SIZE, height: int = 896, width: int 
     t = torch.tensor(500, device="meta")
     sample = torch.zeros(halves, cfg_u.in_channels, 1 + frames, h, w, device="meta")
     context = torch.zeros(halves, tokens, text_dim, device="meta")
-    out = {"unet": count_flops(unet, sample, t, encoder_hidden_states=context)}
+    if deep_cache_partial:
+        with torch.no_grad():
+            features = unet(sample, t, encoder_hidden_states=context, return_deep_features=True,
+                            deep_cache_branch=deep_cache_branch).deep_features
+        out = {"unet": count_flops(unet, sample, t, encoder_hidden_states=context, deep_features=features,
+                                   deep_cache_branch=deep_cache_branch)}
+    else:
+        out = {"unet": count_flops(unet, sample, t, encoder_hidden_states=context)}
     total = out["unet"]
     for name in ("controlnet", "controlnet_face"):
         model = getattr(pipe, name, None)
@@ -126,14 +136,16 @@ def window_flops(pipe, frames: int = WINDOW_SIZE, height: int = 896, width: int 
         meta = _meta_copy(model)
         r = 1 if (shared_control or not cfg) else 2
         n = r * frames
-        out[name] = count_flops(
-            meta,
-            torch.zeros(n, meta.config.in_channels, h, w, device="meta"),
-            t,
-            encoder_hidden_states=torch.zeros(n, cfg_u.num_text_tokens, text_dim, device="meta"),
-            controlnet_cond=torch.zeros(n, meta.config.conditioning_channels, height, width, device="meta"),
-            return_dict=False,
-        )
+        args = (meta, torch.zeros(n, meta.config.in_channels, h, w, device="meta"), t)
+        kwargs = dict(encoder_hidden_states=torch.zeros(n, cfg_u.num_text_tokens, text_dim, device="meta"),
+                      controlnet_cond=torch.zeros(n, meta.config.conditioning_channels, height, width, device="meta"))
+        if deep_cache_partial:
+            from xdyna_core.models.controlnet import controlnet_shallow_residuals
+
+            shallow = unet.shallow_skip_count if deep_cache_branch is None else deep_cache_branch + 1
+            out[name] = count_flops(controlnet_shallow_residuals, *args, num_residuals=shallow, **kwargs)
+        else:
+            out[name] = count_flops(*args, return_dict=False, **kwargs)
         total += out[name]
     out["total"] = total
     return out
@@ -342,8 +354,8 @@ MODES: Dict[str, dict] = {
     "fast-all": dict(dtype="bfloat16", cudnn_benchmark=True, preset="fast-all",
                      about="preset fast-all: DPM-Solver++, guidance truncation and DeepCache together"),
 }
-SPEED_KEYS = ("sampler", "guidance_truncation", "deep_cache_interval", "window_batch_size", "num_inference_steps",
-              "decode_chunk_size")
+SPEED_KEYS = ("sampler", "guidance_truncation", "deep_cache_interval", "deep_cache_branch", "window_batch_size",
+              "num_inference_steps", "decode_chunk_size")
 
 
 @dataclasses.dataclass
@@ -630,7 +642,9 @@ def run_benchmark(specs: Sequence[RunSpec], *, tiny: bool = False, device=None, 
     log(f"built {report['model']} in {time.perf_counter() - build_start:.1f} s")
     report["parameters"] = parameter_counts(pipe)
     flops = {"cfg": window_flops(pipe, WINDOW_SIZE, height, width, cfg=True),
-             "no_cfg": window_flops(pipe, WINDOW_SIZE, height, width, cfg=False)}
+             "no_cfg": window_flops(pipe, WINDOW_SIZE, height, width, cfg=False),
+             "cfg_deep_cache_partial": window_flops(pipe, WINDOW_SIZE, height, width, cfg=True, deep_cache_partial=True),
+             "no_cfg_deep_cache_partial": window_flops(pipe, WINDOW_SIZE, height, width, cfg=False, deep_cache_partial=True)}
     report["flops_per_window"] = flops
     fp32_state = {k: v.detach().to("cpu", copy=True) for k, v in _all_state(pipe).items()}
     outputs: Dict[tuple, np.ndarray] = {}
@@ -698,13 +712,22 @@ def run_benchmark(specs: Sequence[RunSpec], *, tiny: bool = False, device=None, 
 
 
 def _step_flops(flops: dict, num_frames: int, steps: int, call: dict) -> int:
-    """Average model FLOPs per step of a run (guidance truncation: fewer CFG steps;
-    DeepCache: partial steps counted as full, so their MFU is a lower bound)."""
+    """Average model FLOPs per step of a run, following the pipeline's schedule: CFG on
+    the first ceil(guidance_truncation * steps) steps, DeepCache full steps every
+    deep_cache_interval-th step (and whenever CFG switches off) and partial ones between."""
     windows = num_windows(num_frames)
     trunc = call.get("guidance_truncation")
     cfg_steps = steps if trunc is None else math.ceil(trunc * steps - 1e-9)
-    total = windows * (cfg_steps * flops["cfg"]["total"] + (steps - cfg_steps) * flops["no_cfg"]["total"])
-    return int(total / steps)
+    interval = call.get("deep_cache_interval", 1)
+    total, last_halves = 0, None
+    for i in range(steps):
+        key = "cfg" if i < cfg_steps else "no_cfg"
+        halves = 2 if i < cfg_steps else 1
+        partial = interval > 1 and i % interval != 0 and last_halves == halves
+        if interval > 1 and not partial:
+            last_halves = halves
+        total += flops.get(f"{key}_deep_cache_partial" if partial else key, flops[key])["total"]
+    return int(windows * total / steps)
 
 
 def _all_state(pipe) -> dict:

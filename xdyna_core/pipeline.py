@@ -406,7 +406,8 @@ class XDynaPipeline(DiffusionPipeline):
 
     # -- main entry ----------------------------------------------------------
 
-    def _check_speed_options(self, window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule):
+    def _check_speed_options(self, window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule,
+                             deep_cache_branch=None):
         if not isinstance(window_batch_size, int) or window_batch_size < 1:
             raise InputError(f"window_batch_size must be an integer >= 1, got {window_batch_size!r}")
         if sampler is not None and sampler not in SAMPLERS:
@@ -415,6 +416,11 @@ class XDynaPipeline(DiffusionPipeline):
             raise InputError(f"guidance_truncation is the fraction of steps with CFG, in (0, 1]; got {guidance_truncation}")
         if not isinstance(deep_cache_interval, int) or deep_cache_interval < 1:
             raise InputError(f"deep_cache_interval must be an integer >= 1 (1 = off), got {deep_cache_interval!r}")
+        if deep_cache_branch is not None:
+            layers = len(self.unet.down_blocks[0].resnets) if hasattr(self.unet, "down_blocks") else 0
+            if not isinstance(deep_cache_branch, int) or not 0 <= deep_cache_branch <= layers:
+                raise InputError(f"deep_cache_branch must be an integer in 0..{layers} (first-level UNet layers), "
+                                 f"got {deep_cache_branch!r}")
         if deep_cache_interval > 1 and window_schedule != "blend":
             raise InputError("deep_cache_interval > 1 needs window_schedule='blend' (the official windows move every step, "
                              "so cached features would belong to other frames)")
@@ -537,6 +543,7 @@ class XDynaPipeline(DiffusionPipeline):
         sampler: Optional[str] = None,
         guidance_truncation: Optional[float] = None,
         deep_cache_interval: int = 1,
+        deep_cache_branch: Optional[int] = None,
     ):
         r"""Generate a video of the person in `image` following `pose_images`.
 
@@ -594,6 +601,9 @@ class XDynaPipeline(DiffusionPipeline):
                 the full UNet and caches the input of its last up block; the steps between
                 run only the shallow branch (DeepCache, Ma et al., CVPR 2024, uniform 1:N).
                 "blend" windows only. 1 = off. Changes the output.
+            deep_cache_branch: how shallow the recomputed branch is, in first-level UNet
+                layers (0 .. layers_per_block; None = the whole first level). Smaller is
+                faster and changes the output more.
 
         Returns `XDynaPipelineOutput(frames=...)` (or a tuple `(frames,)`).
         Raises `InputError` for bad inputs and `Cancelled` when interrupted (no
@@ -610,7 +620,8 @@ class XDynaPipeline(DiffusionPipeline):
             width = pose.shape[2]
         self.check_inputs(height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
                           window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs)
-        self._check_speed_options(window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule)
+        self._check_speed_options(window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule,
+                                  deep_cache_branch)
         if pose.shape[1:3] != (height, width):
             raise InputError(
                 f"pose_images are {pose.shape[2]}x{pose.shape[1]} (WxH) but the output is {width}x{height}; "
@@ -711,7 +722,7 @@ class XDynaPipeline(DiffusionPipeline):
                 if deep_cache_interval > 1:
                     cached = deep_cache.get(gi)
                     use_cache = not full_step and cached is not None and cached[0] == halves
-                    cache = {"features": cached[1] if use_cache else None}
+                    cache = {"features": cached[1] if use_cache else None, "branch": deep_cache_branch}
                 eps = self._windows_prediction(
                     lat, group, t, halves, context, text, pose, pose_range, face, face_ranges,
                     pose_conditioning_scale if use_pose else 0.0, face_conditioning_scale, device, scheduler, cache,
@@ -784,7 +795,8 @@ class XDynaPipeline(DiffusionPipeline):
         control_in = control_in[0] if k == 1 else torch.cat(control_in)
         shallow = None
         if cache is not None and cache["features"] is not None:
-            shallow = self.unet.shallow_skip_count
+            branch = cache.get("branch")
+            shallow = self.unet.shallow_skip_count if branch is None else branch + 1
         down = mid = None
         sel = np.concatenate([np.asarray(f) for f in windows])
         if pose_scale != 0:
@@ -806,6 +818,7 @@ class XDynaPipeline(DiffusionPipeline):
             if mid is not None:
                 kwargs["mid_block_additional_residual"] = mid.to(dtype)
         if cache is not None:
+            kwargs["deep_cache_branch"] = cache.get("branch")
             if shallow is not None:
                 kwargs["deep_features"] = cache["features"]
             else:

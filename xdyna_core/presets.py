@@ -41,6 +41,7 @@ CALL_KEYS = {
     "sampler": (str,),
     "guidance_truncation": (int, float),
     "deep_cache_interval": (int,),
+    "deep_cache_branch": (int,),
     "window_batch_size": (int,),
 }
 OTHER_KEYS = {

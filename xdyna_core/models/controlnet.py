@@ -77,8 +77,9 @@ def controlnet_shallow_residuals(
     num_residuals: int = 3,
 ):
     """The first ``num_residuals`` down-block residuals of ``controlnet(...)``, computing only
-    what they need: time embedding, ``conv_in`` + conditioning embedding, the first down
-    block and its zero convolutions (mid block and deeper blocks are skipped).
+    what they need: time embedding, ``conv_in`` + conditioning embedding, the first
+    ``num_residuals - 1`` layers of the first down block and their zero convolutions
+    (mid block and deeper blocks are skipped).
 
     For DeepCache partial steps (Ma et al., CVPR 2024), where the UNet recomputes only its
     shallow branch. Same operations in the same order as diffusers' ``ControlNetModel.forward``
@@ -106,10 +107,20 @@ def controlnet_shallow_residuals(
     emb = controlnet.time_embedding(controlnet.time_proj(timesteps).to(dtype=sample.dtype), None)
     x = controlnet.conv_in(sample) + controlnet.controlnet_cond_embedding(controlnet_cond)
     residuals = (x,)
-    if num_residuals > 1:
+    layers = num_residuals - 1
+    if layers >= len(first.resnets):
         if getattr(first, "has_cross_attention", False):
             _, block_res = first(hidden_states=x, temb=emb, encoder_hidden_states=encoder_hidden_states)
         else:
             _, block_res = first(hidden_states=x, temb=emb)
         residuals += tuple(block_res)
+    else:
+        # Only the first `layers` (resnet -> cross-attention transformer) pairs of the block,
+        # in the order of diffusers' CrossAttnDownBlock2D / DownBlock2D forward.
+        attentions = getattr(first, "attentions", None)
+        for i in range(layers):
+            x = first.resnets[i](x, emb)
+            if attentions is not None:
+                x = attentions[i](x, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+            residuals += (x,)
     return [zero(r) * conditioning_scale for zero, r in zip(controlnet.controlnet_down_blocks, residuals[:num_residuals])]

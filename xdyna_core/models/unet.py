@@ -262,16 +262,17 @@ class DownBlock(_Block):
             )
         self.downsamplers = nn.ModuleList([Downsample(out_channels, downsample_padding)]) if add_downsample else None
 
-    def forward(self, x, temb, encoder_hidden_states, num_frames):
+    def forward(self, x, temb, encoder_hidden_states, num_frames, stop=None):
+        """`stop`: run only the first `stop` layers, without the downsampler (DeepCache)."""
         skips = ()
-        for i, resnet in enumerate(self.resnets):
+        for i, resnet in enumerate(self.resnets[:stop]):
             x = self._run(resnet, x, temb, num_frames)
             if self.attentions is not None:
                 x = self._run(self.attentions[i], x, encoder_hidden_states, num_frames)
             if self.motion_modules is not None:
                 x = self._run(self.motion_modules[i], x, num_frames)
             skips += (x,)
-        if self.downsamplers is not None:
+        if self.downsamplers is not None and stop is None:
             x = self.downsamplers[0](x)
             skips += (x,)
         return x, skips
@@ -304,8 +305,14 @@ class UpBlock(_Block):
             )
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if add_upsample else None
 
-    def forward(self, x, skips, temb, encoder_hidden_states, num_frames, upsample_size=None):
+    def forward(self, x, skips, temb, encoder_hidden_states, num_frames, upsample_size=None, start=0, stop=None):
+        """Layers `start` to `stop` (None: to the end, then the upsampler); `skips` always has
+        one entry per layer (layer i reads skips[-1 - i])."""
         for i, resnet in enumerate(self.resnets):
+            if i < start:
+                continue
+            if stop is not None and i >= stop:
+                return x
             x = torch.cat([x, skips[-1 - i]], dim=1)
             x = self._run(resnet, x, temb, num_frames)
             if self.attentions is not None:
@@ -627,6 +634,7 @@ class XDynaUNet(ModelMixin, ConfigMixin):
         return_dict: bool = True,
         return_deep_features: bool = False,
         deep_features: torch.Tensor | None = None,
+        deep_cache_branch: int | None = None,
     ) -> XDynaUNetOutput | tuple:
         r"""Predict the noise of every frame.
 
@@ -638,14 +646,18 @@ class XDynaUNet(ModelMixin, ConfigMixin):
                 each ``[B, C, 1 + F, h', w']`` (frame 0 normally zero). Tensors with only ``F``
                 frames are taken as residuals of frames 1..F (frame 0 gets none).
             mid_block_additional_residual: ControlNet mid residual, same layout.
-            return_deep_features: also return the input of the last up block
-                (``deep_features``, ``[(B N), C, h, w]``) for feature caching.
+            return_deep_features: also return the features where the shallow branch joins
+                the deep path (``deep_features``, ``[(B N), C, h, w]``) for feature caching.
             deep_features: DeepCache partial step (Ma et al., "DeepCache: Accelerating
                 Diffusion Models for Free", CVPR 2024, Sec. 3.3): run only the shallow branch
-                (``conv_in``, the layers of the first down block, the last up block, output
-                head) and take everything deeper from these cached features of an earlier
-                step. ControlNet residuals may then be given for the shallow skips only
-                (``shallow_skip_count`` of them) or for all. With the features of the same
+                and take everything deeper from these cached features of an earlier step.
+            deep_cache_branch: the shallow branch, as the number ``b`` of first-level layers
+                it recomputes: ``conv_in``, the first ``b`` layers of the first down block,
+                the last ``b + 1`` layers of the last up block (those that read the skips
+                of ``conv_in`` and of these ``b`` layers) and the output head. None = all
+                layers of the first level. Must be the same for the call that returns the
+                features and the calls that use them. ControlNet residuals may be given for
+                the ``b + 1`` shallow skips only, or for all. With the features of the same
                 inputs the result equals the full forward.
         """
         if sample.ndim != 5:
@@ -672,11 +684,16 @@ class XDynaUNet(ModelMixin, ConfigMixin):
         x = sample.transpose(1, 2).reshape(batch * num_frames, sample.shape[1], height, width)
         x = self.conv_in(x)
 
+        first_layers = len(self.down_blocks[0].resnets)
+        branch = first_layers if deep_cache_branch is None else int(deep_cache_branch)
+        if not 0 <= branch <= first_layers:
+            raise ValueError(f"deep_cache_branch must be in 0..{first_layers}, got {deep_cache_branch}")
+        join = len(self.up_blocks[-1].resnets) - 1 - branch  # first last-block layer of the shallow branch
         if deep_features is not None:
             # DeepCache partial step: shallow branch only, deeper features from the cache.
-            n_shallow = self.shallow_skip_count
-            _, block_skips = self.down_blocks[0](x, emb, encoder_hidden_states, num_frames)
-            skips = ((x,) + block_skips)[:n_shallow]  # the downsampled skip feeds a cached block
+            n_shallow = branch + 1
+            _, block_skips = self.down_blocks[0](x, emb, encoder_hidden_states, num_frames, stop=branch)
+            skips = (x,) + block_skips
             residuals = down_block_additional_residuals
             if residuals is not None:
                 if len(residuals) not in (n_shallow, self.skip_count):
@@ -689,7 +706,8 @@ class XDynaUNet(ModelMixin, ConfigMixin):
                     f"deep_features has batch {deep_features.shape[0]}; this call needs {batch * num_frames} = B x N"
                 )
             features = deep_features
-            x = self.up_blocks[-1](deep_features, skips, emb, encoder_hidden_states, num_frames)
+            skips = skips + (None,) * (len(self.up_blocks[-1].resnets) - n_shallow)  # layer i reads skips[-1 - i]
+            x = self.up_blocks[-1](deep_features, skips, emb, encoder_hidden_states, num_frames, start=join)
         else:
             skips = (x,)
             for block in self.down_blocks:
@@ -714,9 +732,12 @@ class XDynaUNet(ModelMixin, ConfigMixin):
                 upsample_size = None
                 if forward_upsample_size and i < len(self.up_blocks) - 1:
                     upsample_size = skips[-1].shape[-2:]
-                if i == len(self.up_blocks) - 1:
+                if i == len(self.up_blocks) - 1 and return_deep_features:
+                    x = block(x, block_skips, emb, encoder_hidden_states, num_frames, upsample_size, stop=join)
                     features = x
-                x = block(x, block_skips, emb, encoder_hidden_states, num_frames, upsample_size)
+                    x = block(x, block_skips, emb, encoder_hidden_states, num_frames, upsample_size, start=join)
+                else:
+                    x = block(x, block_skips, emb, encoder_hidden_states, num_frames, upsample_size)
 
         x = F.silu(self.conv_norm_out(x, num_frames))
         x = self.conv_out(x)
@@ -734,7 +755,8 @@ class XDynaUNet(ModelMixin, ConfigMixin):
     @property
     def shallow_skip_count(self) -> int:
         """Skips the last up block consumes (``conv_in`` + the first down block's layers):
-        what a DeepCache partial step needs from the ControlNets."""
+        what a DeepCache partial step with the full first level needs from the ControlNets
+        (``deep_cache_branch + 1`` for a shallower branch)."""
         return len(self.up_blocks[-1].resnets)
 
     @staticmethod
