@@ -640,10 +640,20 @@ def describe_motion(motion, info, settings: MotionSettings) -> str:
 # --------------------------------------------------------------------------------------
 
 WINDOW_SIZE = 16  # frames the motion modules see at once (official)
-# Pipeline options a preset may set that have no widget on the page (speed options, ...):
-# they are applied as the preset says.
-PRESET_ONLY_OPTIONS = ("sampler", "guidance_truncation", "deep_cache_interval", "window_batch_size",
-                       "window_weighting", "eta", "decode_chunk_size")
+# Pipeline arguments that widgets (or the motion) set; every other pipeline argument a preset
+# names (sampler, DeepCache, ...) has no widget and is applied as the preset says.
+WIDGET_OPTIONS = ("height", "width", "num_inference_steps", "guidance_scale", "adapter_scale",
+                  "pose_conditioning_scale", "face_conditioning_scale", "window_size", "window_overlap",
+                  "window_schedule", "prompt", "negative_prompt")
+
+
+def _preset_only_options() -> tuple:
+    from xdyna_core.presets import CALL_KEYS
+
+    return tuple(k for k in CALL_KEYS if k not in WIDGET_OPTIONS)
+
+
+PRESET_ONLY_OPTIONS = _preset_only_options()
 DEFAULT_FRAMES = 24  # frames animated unless the visitor asks for more (a 1.6 s clip at 15 fps)
 _GENERATION_LOCK = threading.Lock()  # one generation per process (per GPU), whatever the queue does
 
