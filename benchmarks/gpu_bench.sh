@@ -4,15 +4,17 @@
 # X-Dyna architecture with random weights, 896x512, 25 steps, 16 and 64 frames, CFG 7.5;
 # and, as a separate phase, the official implementation on the same GPU.
 #
-# Run from the repository root on a lent H100/H200 (device tool), one phase per call:
-#   bash benchmarks/gpu_bench.sh core       # ~6-7 min: default, fp32 (PSNR), reference (fp16), fast-* presets
-#   bash benchmarks/gpu_bench.sh extra      # ~4-5 min: batching, channels-last, lean decode, offload x2, compile, GPU tests
+# Run from the repository root on a lent H100/H200 (device tool), one phase per call
+# (minutes are estimates from earlier H200 timings of this architecture):
+#   bash benchmarks/gpu_bench.sh core       # ~5-6 min: default 16+64, fp32 16 (PSNR), reference fp16 16+64
+#   bash benchmarks/gpu_bench.sh presets    # ~3-4 min: fast-* presets vs default (16 frames), window batching
+#   bash benchmarks/gpu_bench.sh memory     # ~4-5 min: channels-last, cuDNN attention, lean, offload x2, compile, GPU tests
 #   bash benchmarks/gpu_bench.sh official   # ~3-4 min: official code, 16 and 64 frames
-#   bash benchmarks/gpu_bench.sh all        # all three (too long for one 10-minute device call)
+# One device session (15 min) fits core + presets; memory + official fit a second one.
 # Carry: .whl (diffusers 0.42.1 + importlib_metadata wheels; .whl/official/ for the
 # official phase) and, for `official`, .official (a copy of bytedance/X-Dyna at 9a54f8e,
 # see "official phase" below). Results: JSON, logs and nvidia-smi in $OUT (or
-# benchmarks/out when run by hand).
+# /tmp/xdyna-bench when run by hand).
 #
 # official phase: the official code is fetched beside the project and never committed.
 # In the calling session (not on the device):
@@ -24,7 +26,7 @@
 # routed to torch SDPA in-process by benchmarks/official_speed.py (no file is patched).
 set -uo pipefail
 PHASE=${1:-core}
-OUT=${OUT:-benchmarks/out}
+OUT=${OUT:-/tmp/xdyna-bench}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 ROOT=$(pwd)
@@ -47,20 +49,28 @@ info() {
 
 core() {
   ours_env
-  log "core: default 16+64, fp32 16 (numerical reference), reference fp16 16+64, fast presets 16"
+  log "core: default 16+64, fp32 16 (numerical reference), reference fp16 16+64"
   timeout 560 python3 -m xdyna_core.cli bench --frames 16,64 --steps 25 --unet-repeats 3 \
-    --modes default:16+64,fp32:16,reference:16+64,fast-dpmpp:16,fast-truncate:16,fast-deepcache:16,fast-all:16 \
+    --modes default:16+64,fp32:16,reference:16+64 \
     --json "$OUT/bench_core.json" 2>&1 | tee "$OUT/bench_core.log"
 }
 
-extra() {
+presets() {
   ours_env
-  log "extra: batched, channels-last, lean decode, model/sequential offload, compile (timed separately)"
-  timeout 420 python3 -m xdyna_core.cli bench --frames 16 --steps 25 --unet-repeats 3 \
-    --modes default:16@10,batched:64@10,channels-last:16@10,cudnn-attention:16@10,lean:16@10,offload:16@10,sequential-offload:16@3,compiled:16@10 \
-    --json "$OUT/bench_extra.json" 2>&1 | tee "$OUT/bench_extra.log"
-  log "extra: CUDA tests (tiny model)"
-  timeout 120 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_speedups.py tests/test_pipeline.py 2>&1 | tee "$OUT/gpu_tests.log"
+  log "presets: fast-* against the default on the same inputs (16 frames), window batching (64 frames, 10 steps)"
+  timeout 560 python3 -m xdyna_core.cli bench --frames 16 --steps 25 --unet-repeats 3 \
+    --modes default:16,fast-dpmpp:16,fast-truncate:16,fast-deepcache:16,fast-all:16,batched:64@10 \
+    --json "$OUT/bench_presets.json" 2>&1 | tee "$OUT/bench_presets.log"
+}
+
+memory() {
+  ours_env
+  log "memory: channels-last, cuDNN attention, lean (chunking), model/sequential offload, compile (timed separately)"
+  timeout 460 python3 -m xdyna_core.cli bench --frames 16 --steps 25 --unet-repeats 3 \
+    --modes default:16@10,channels-last:16@10,cudnn-attention:16@10,lean:16+64@10,offload:16@10,sequential-offload:16@3,compiled:16@10 \
+    --json "$OUT/bench_memory.json" 2>&1 | tee "$OUT/bench_memory.log"
+  log "memory: CUDA tests (tiny model)"
+  timeout 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_speedups.py tests/test_pipeline.py 2>&1 | tee "$OUT/gpu_tests.log"
 }
 
 official() {
@@ -79,9 +89,10 @@ official() {
 info
 case "$PHASE" in
   core) core ;;
-  extra) extra ;;
+  presets) presets ;;
+  memory) memory ;;
   official) official ;;
-  all) core; extra; official ;;
-  *) echo "usage: $0 core|extra|official|all"; exit 2 ;;
+  all) core; presets; memory; official ;;
+  *) echo "usage: $0 core|presets|memory|official|all"; exit 2 ;;
 esac
 log "done; files in $OUT:"; ls -la "$OUT"
