@@ -31,7 +31,6 @@ import argparse
 import datetime
 import importlib.machinery
 import json
-import math
 import os
 import random
 import sys
@@ -151,7 +150,6 @@ def build(official: dict, root: Path, device: str, tiny: bool, seed: int):
         unet_cfg.update(block_out_channels=[32, 64], layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
                         attention_head_dim=[2, 4], down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
                         up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"])
-    n = len(unet_cfg["block_out_channels"])
     unet_cfg["down_block_types"] = [t.replace("2D", "3D") for t in unet_cfg["down_block_types"]]
     unet_cfg["up_block_types"] = [t.replace("2D", "3D") for t in unet_cfg["up_block_types"]]
     unet_cfg = {k: v for k, v in unet_cfg.items() if not k.startswith("_")}
