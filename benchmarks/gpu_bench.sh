@@ -67,7 +67,7 @@ memory() {
   ours_env
   log "memory: channels-last, cuDNN attention, lean (chunking), model/sequential offload, compile (timed separately)"
   timeout 460 python3 -m xdyna_core.cli bench --frames 16 --steps 25 --unet-repeats 3 \
-    --modes default:16@10,channels-last:16@10,cudnn-attention:16@10,lean:16+64@10,offload:16@10,sequential-offload:16@3,compiled:16@10 \
+    --modes default:16@10,channels-last:16@10,cudnn-attention:16@10,lean:16+64@10,offload:16@10,compiled:16@10,sequential-offload:16@3 \
     --json "$OUT/bench_memory.json" 2>&1 | tee "$OUT/bench_memory.log"
   log "memory: CUDA tests (tiny model)"
   timeout 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_speedups.py tests/test_pipeline.py 2>&1 | tee "$OUT/gpu_tests.log"
