@@ -14,6 +14,10 @@ ASSET = Path(__file__).resolve().parents[1] / "assets" / "tiny-xdyna"
 def pipe():
     from xdyna_core.pipeline import XDynaPipeline
 
+    assert (ASSET / "model_index.json").is_file(), (
+        f"{ASSET} is missing: train it with `bash scripts/train_tiny.sh` (GPU: --profile gpu), see "
+        "xdyna_core/train/tiny_recipe.py")
+
     p = XDynaPipeline.from_pretrained(str(ASSET), torch_dtype=torch.float32)
     p.set_progress_bar_config(disable=True)
     return p
