@@ -453,3 +453,15 @@ def test_untrained_baseline_equals_a_fresh_stage0_model(stage0):
     a = pipe(*args, generator=torch.Generator().manual_seed(1), **kw).frames
     b = fresh(*args, generator=torch.Generator().manual_seed(1), **kw).frames
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_a_wall_time_budget_ends_the_stage(stage0, tmp_path):
+    import time
+
+    _, model = stage0
+    t0 = time.time()
+    trainer = _trainer(base_config(tmp_path, "1", pretrained_model=str(model), max_steps=10**6, max_minutes=0.1))
+    trainer.train()
+    steps = trainer.state["step"]
+    assert 1 <= steps < 10**6 and time.time() - t0 < 120
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == steps

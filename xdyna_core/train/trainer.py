@@ -468,8 +468,9 @@ class Trainer:
         phase_t0 = float(self.state.get("phase_elapsed", {}).get(phase.name, 0.0))
         budget = phase.minutes * 60 if phase.minutes else None
         total_budget = cfg.max_minutes * 60 if cfg.max_minutes else None
-        calibrated = phase.name in self.state["phase_end"]
-        first_step, t_first = step + 2, None
+        limit = phase.end  # the step count the config allows; a time budget can only lower it
+        mark_step, mark_t, next_check = step + 2, None, 8  # skip 2 warm-up steps, then re-estimate
+
         while step < end:
             micro_losses = []
             for micro in range(cfg.gradient_accumulation_steps):
@@ -494,21 +495,20 @@ class Trainer:
             now = time.time() - t_start
             self.state["elapsed"] = elapsed0 + now
             self.state.setdefault("phase_elapsed", {})[phase.name] = phase_t0 + now
-            # A wall-time budget fixes the phase's last step once the speed is known, so the LR
-            # schedule still ends where it should and a resume keeps the same end.
-            if step == first_step:
-                t_first = now
-            if not calibrated and (budget or total_budget) and t_first is not None and step - first_step >= 8:
-                per_step = (now - t_first) / (step - first_step)
+            # A wall-time budget becomes the phase's last step, estimated from the recent speed
+            # after 8, 16, 32, ... steps, so the LR schedule ends where the time does.
+            if step == mark_step:
+                mark_t = now
+            if (budget or total_budget) and mark_t is not None and step - mark_step >= next_check:
+                per_step = (now - mark_t) / (step - mark_step)
                 left = []
                 if budget:
                     left.append(budget - (phase_t0 + now))
                 if total_budget:
                     left.append(total_budget - (elapsed0 + now))
-                fit = step + max(0, int(min(left) / per_step))
-                end = span["end"] = min(end, max(step, fit))
+                end = span["end"] = min(limit, max(step, step + int(min(left) / max(per_step, 1e-6))))
                 self.state["phase_end"][phase.name] = end
-                calibrated = True
+                mark_step, mark_t, next_check = step, now, next_check * 2
                 if bar is not None:
                     bar.total = end - phase.start
                     bar.refresh()
