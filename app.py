@@ -350,7 +350,7 @@ def build_demo() -> gr.Blocks:
                                                  label="Video size (width × height)", elem_id="resolution",
                                                  info="Bigger is sharper but slower. The tiny model was made "
                                                       "for small sizes.")
-                        fps = gr.Dropdown(studio.fps_choices(), value="15", label="Frame rate",
+                        fps = gr.Dropdown(studio.fps_choices(), value=studio.DEFAULT_FPS, label="Frame rate",
                                           elem_id="fps", info="Fewer frames per second = faster, choppier.")
                     with gr.Row():
                         max_frames = gr.Slider(1, LIMITS.max_frames, value=min(studio.DEFAULT_FRAMES, LIMITS.max_frames), step=1,

@@ -62,7 +62,7 @@ def test_python_app_py_serves_fast_and_the_first_example_animates_in_a_minute(tm
         clicked = time.monotonic()
         out = client.predict(
             photo=handle_file(photo), driving_clip=handle_file(clip), model=studio.MODEL_TINY,
-            resolution=p["resolution"], fps="15", max_frames=studio.DEFAULT_FRAMES, retarget="global",
+            resolution=p["resolution"], fps=studio.DEFAULT_FPS, max_frames=studio.DEFAULT_FRAMES, retarget="global",
             prompt=p["prompt"], negative_prompt=p["negative_prompt"], guidance_scale=p["guidance_scale"],
             adapter_scale=p["adapter_scale"], pose_strength=p["pose_strength"], face_strength=p["face_strength"],
             steps=p["steps"], seed=p["seed"], window_overlap=p["window_overlap"],

@@ -654,7 +654,8 @@ def _preset_only_options() -> tuple:
 
 
 PRESET_ONLY_OPTIONS = _preset_only_options()
-DEFAULT_FRAMES = 24  # frames animated unless the visitor asks for more (a 1.6 s clip at 15 fps)
+DEFAULT_FRAMES = 16  # frames animated unless the visitor asks for more: one window, 1.3 s at DEFAULT_FPS
+DEFAULT_FPS = "12"  # page default frame rate (the examples' rate; the official launchers used 15)
 _GENERATION_LOCK = threading.Lock()  # one generation per process (per GPU), whatever the queue does
 
 
@@ -876,9 +877,10 @@ def native_size(choice: str) -> tuple:
         try:
             unet = json.loads((folder / "unet" / "config.json").read_text())
             vae = json.loads((folder / "vae" / "config.json").read_text())
-            side = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-            side = max(64, side // 64 * 64)
-            return side, side
+            factor = 2 ** (len(vae["block_out_channels"]) - 1)
+            size = unet["sample_size"]
+            h, w = (size, size) if isinstance(size, int) else size  # an int means square
+            return max(64, int(w) * factor // 64 * 64), max(64, int(h) * factor // 64 * 64)
         except (OSError, KeyError, ValueError, TypeError):
             log.warning("could not read the native size of %s", folder)
     return UNTRAINED_TINY_SIZE, UNTRAINED_TINY_SIZE
