@@ -287,3 +287,19 @@ def test_official_weights_missing_offline_is_explained(monkeypatch, tmp_path):
         studio.official_pipeline(None, torch.float32)
     text = str(err.value)
     assert "could not be loaded" in text and "xdyna convert" in text and "XDYNA_OFFICIAL_MODEL" in text
+
+
+def test_native_size_of_a_tiny_model_folder(monkeypatch, tmp_path):
+    import json
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "vae").mkdir()
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "vae" / "config.json").write_text(json.dumps({"block_out_channels": [16, 32, 64, 64]}))
+    monkeypatch.setenv("XDYNA_TINY_MODEL", str(tmp_path))
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"sample_size": [32, 16]}))
+    assert studio.native_size(studio.MODEL_TINY) == (128, 256)  # (width, height) of a portrait model
+    (tmp_path / "unet" / "config.json").write_text(json.dumps({"sample_size": 16}))
+    assert studio.native_size(studio.MODEL_TINY) == (128, 128)
+    assert studio.preset_values("tiny-offline", LIMITS, studio.MODEL_TINY)["resolution"] == "128x128"
+    assert "trained on synthetic dancers" in studio.describe_system(studio.MODEL_TINY)
