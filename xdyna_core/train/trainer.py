@@ -430,7 +430,8 @@ class Trainer:
         acc = self.accelerator
         sampler = StepSampler(batch_size, start_batch=start_step * self.cfg.gradient_accumulation_steps,
                               num_processes=acc.num_processes, process_index=acc.process_index)
-        workers = self.cfg.data.num_workers
+        # An in-memory pool is indexed in this process (workers would only copy it around).
+        workers = 0 if isinstance(dataset, PooledImages) else self.cfg.data.num_workers
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                           persistent_workers=False, pin_memory=self.device.type == "cuda",
                           prefetch_factor=4 if workers else None)
