@@ -286,9 +286,11 @@ def run(args) -> int:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-    native = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    height = settings.get("height") or native
-    width = settings.get("width") or native
+    # sample_size is an int (square) or [h, w] (e.g. the portrait tiny model)
+    native = pipe.unet.config.sample_size
+    native_h, native_w = (native, native) if isinstance(native, int) else native
+    height = settings.get("height") or native_h * pipe.vae_scale_factor
+    width = settings.get("width") or native_w * pipe.vae_scale_factor
     motion = None
     if args.motion:
         from xdyna_core.preprocess.motion import Motion
