@@ -136,6 +136,7 @@ def download(page, url: str, dest: Path) -> Path:
 
 def test_extract_then_animate_in_chromium(page, server, inputs, tmp_path):
     from xdyna_core.io import read_video
+    from xdyna_core.studio import DEFAULT_FPS
 
     photo, clip = inputs
     upload(page, photo, clip)
@@ -167,7 +168,7 @@ def test_extract_then_animate_in_chromium(page, server, inputs, tmp_path):
         if (v.readyState >= 1) return ok(v.duration);
         v.addEventListener('loadedmetadata', () => ok(v.duration), {once: true});
         setTimeout(() => ok(-1), 15000); })""")
-    expected = FAST["max_frames"] / 15
+    expected = FAST["max_frames"] / float(DEFAULT_FPS)
     assert abs(duration - expected) < 0.2, duration
     played = page.eval_on_selector("#result video", """async v => { v.muted = true; await v.play();
         await new Promise(r => setTimeout(r, 300)); return v.currentTime; }""")
@@ -175,7 +176,7 @@ def test_extract_then_animate_in_chromium(page, server, inputs, tmp_path):
 
     # Download it through the page and check it with the project's own reader.
     video = read_video(download(page, src, tmp_path / "result.mp4"))
-    assert len(video) == FAST["max_frames"] and video.fps == pytest.approx(15, abs=0.01)
+    assert len(video) == FAST["max_frames"] and video.fps == pytest.approx(float(DEFAULT_FPS), abs=0.01)
     assert video.frames.shape[1:3] == (64, 64)
     assert video.duration == pytest.approx(expected, abs=0.01)
     side = read_video(download(page, side_src, tmp_path / "side.mp4"))
