@@ -825,6 +825,7 @@ _RESOLUTIONS = [  # (width, height, words)
     (128, 128, "square · tiny-model size"),
     (896, 512, "landscape"),
     (448, 256, "landscape · fast"),
+    (64, 64, "thumbnail · fastest check"),
 ]
 
 
