@@ -202,9 +202,10 @@ def test_animate_reports_steps_with_eta_and_is_reproducible(extracted, tiny, tmp
     assert any("step 2 of 2" in t for _, t in seen) and any("left" in t for _, t in seen)
     video = read_video(a.video)
     assert len(video) == 5 and video.fps == pytest.approx(15)
-    (tmp_path / "b").mkdir()
-    b = studio.animate(extracted, settings, tiny, workdir=tmp_path / "b")
-    assert np.array_equal(read_video(b.video).frames, video.frames)  # same seed, same video
+    # Same seed, same settings: the same frames (compared before video encoding).
+    first, _ = studio.generate(extracted, settings, tiny)
+    again, _ = studio.generate(extracted, settings, tiny)
+    assert np.array_equal(first, again)
     assert "Done in" in studio.describe_result(a, tiny.label, reused=True)
 
 
