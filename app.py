@@ -263,7 +263,8 @@ def clip_uploaded(driving_clip):
 
 
 def photo_uploaded(photo):
-    """Check a photo upload at once (unreadable files are reported while Gradio reads them; this checks size and type)."""
+    """Check a photo upload at once: size and type here; unreadable files are reported while
+    Gradio reads them (`_friendly_photo_reading`)."""
     if photo:
         try:
             studio.check_photo(photo, LIMITS)
