@@ -234,8 +234,11 @@ def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     else:
         upload(page, *inputs)
     set_fast_settings(page)
-    # A long job (50 steps, 2 windows, guidance on), so that it is surely still running when
-    # the second visitor arrives and when Cancel is pressed.
+    # A long job (128 x 128, 50 steps, 2 windows, guidance on), so that it is surely still running
+    # when the second visitor arrives and when Cancel is pressed (at 64 x 64 a quiet CPU can finish
+    # it before the second visitor is queued).
+    page.click("#resolution input")
+    page.get_by_role("option", name="128 × 128", exact=False).first.click()
     page.fill("#steps input[type=number]", "50")
     page.fill("#max_frames input[type=number]", "24")
     page.fill("#guidance input[type=number]", "2")
