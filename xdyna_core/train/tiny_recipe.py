@@ -28,11 +28,11 @@ import numpy as np
 
 # Share of the total budget per part: stage-0 VAE, stage-0 backbone (incl. rendering the image
 # pool), stage 1, stage 2.
-SPLIT = {"cpu": (0.12, 0.28, 0.45, 0.15), "gpu": (0.16, 0.20, 0.48, 0.16)}
+SPLIT = {"cpu": (0.14, 0.24, 0.54, 0.08), "gpu": (0.16, 0.20, 0.48, 0.16)}
 
 PROFILES = {
     # 2 shared CPU cores: small batches, one data worker rendering beside the training.
-    "cpu": dict(vae_batch_size=8, backbone_batch_size=16, train_batch_size=1, num_workers=1, windows_per_clip=1,
+    "cpu": dict(vae_batch_size=16, backbone_batch_size=16, train_batch_size=1, num_workers=1, windows_per_clip=1,
                 clip_frames=20, vae_lr=1e-3, backbone_lr=5e-4, video_lr=3e-4, checkpointing_steps=100, warmup=30,
                 image_pool=2000, mixed_precision="no"),
     # one GPU and ~16 CPU cores: data rendering is the bottleneck, so each rendered clip feeds
@@ -210,7 +210,7 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 8) -> P
     slim["stages"] = {s: {k: v for k, v in d.items() if k != "config"} for s, d in recipe["stages"].items()}
     with open(tmp / "training.json", "w") as fh:
         json.dump(slim, fh, indent=2)
-    (tmp / "README.md").write_text(model_card(recipe, res, h, w, _folder_mb(tmp)))
+    (tmp / "README.md").write_text(model_card(recipe, res, h, w, _folder_mb(tmp), pipe.vae_scale_factor))
     if assets.exists():
         shutil.rmtree(assets)
     os.replace(tmp, assets)
@@ -240,7 +240,7 @@ def _native_size(pipe) -> tuple:
     return int(s) * f, int(s) * f
 
 
-def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float) -> str:
+def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float, factor: int = 8) -> str:
     st = recipe["stages"]
     s = res["summary"]
 
@@ -278,7 +278,7 @@ frames = pipe(photo, pose_images, face_images, height={height}, width={width},
               num_inference_steps={res['call_kwargs'].get('num_inference_steps')}, guidance_scale={res['call_kwargs'].get('guidance_scale')}).frames
 ```
 
-- Native size: {height}×{width} (H×W), latents {height // 8}×{width // 8}; folder size {size_mb:.1f} MB (float32 safetensors).
+- Native size: {height}×{width} (H×W), latents {height // factor}×{width // factor}; folder size {size_mb:.1f} MB (float32 safetensors).
 - Inference preset `tiny-offline` (presets/tiny-offline.yaml).
 
 ## Data
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
     t.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     t.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--size", help="HEIGHTxWIDTH (default: the configs' 256x128)")
+    t.add_argument("--size", help="HEIGHTxWIDTH (default: the configs' 128x64)")
     t.add_argument("--image-pool", type=int, help="stage-0 image pool size (default: the profile's)")
     f = sub.add_parser("finish", help="evaluate, then write assets/tiny-xdyna with its model card")
     f.add_argument("--out", default="outputs/tiny")

@@ -149,10 +149,13 @@ TINY_DEFAULTS = dict(
     attention_head_dim=4,
     cross_attention_dim=64,
     norm_num_groups=16,
-    vae_channels=[16, 32, 64, 64],
+    # A factor-4 VAE (3 levels): on this CPU budget a factor-8 VAE stalled near 18 dB PSNR on
+    # held-out synthetic frames, below the repeat-the-reference baseline, while factor 4 passed
+    # 20 dB within 150 steps (frames are 128x64, latents 32x16).
+    vae_channels=[32, 64, 64],
     vae_layers_per_block=1,
     vae_norm_num_groups=16,
-    controlnet_conditioning_channels=[16, 32, 64, 128],
+    controlnet_conditioning_channels=[16, 32, 64],  # downsamples by the VAE factor
     vision_hidden_size=64,
     vision_layers=2,
     clip_image_size=64,
