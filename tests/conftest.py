@@ -11,6 +11,28 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny-tensor tests (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    one thread is as fast, and on a shared, oversubscribed CPU two spinning OpenMP threads made
+    such modules ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    """A tiny random-weight XDynaPipeline (xdyna_core.tiny), one per test module."""
+    from xdyna_core.pipeline import XDynaPipeline
+    from xdyna_core.tiny import make_tiny_components
+
+    p = XDynaPipeline(**make_tiny_components(seed=0))
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
 @pytest.fixture
 def rng():
     import numpy as np

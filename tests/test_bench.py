@@ -10,23 +10,9 @@ import torch
 
 from xdyna_core import bench
 from xdyna_core.errors import InputError
-from xdyna_core.pipeline import XDynaPipeline
-from xdyna_core.tiny import make_tiny_components
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    p = XDynaPipeline(**make_tiny_components(seed=0))
-    p.set_progress_bar_config(disable=True)
-    return p
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def test_count_flops_convention_two_per_multiply_add():

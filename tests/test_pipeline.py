@@ -28,21 +28,7 @@ H = W = 64  # tiny frames -> 8x8 latents
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors: one thread is as fast, and on a shared, oversubscribed CPU two
-    # spinning OpenMP threads made this file ~10x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    p = XDynaPipeline(**make_tiny_components(seed=0))
-    p.set_progress_bar_config(disable=True)
-    return p
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def clip(num_frames, seed=0, face=True, size=(H, W)):

@@ -21,23 +21,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import H, W, clip  # noqa: E402  (same tiny clips as the pipeline tests)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _pipe(seed=0):
     p = XDynaPipeline(**make_tiny_components(seed=seed))
     p.set_progress_bar_config(disable=True)
     return p
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    return _pipe()
 
 
 def gen(pipe, num_frames=20, steps=2, output_type="latent", **kw):
