@@ -237,6 +237,31 @@ class _Block(nn.Module):
             return self._gradient_checkpointing_func(module, *args)
         return module(*args)
 
+    def _add_layers(self, channels, num_layers, cross_attention, motion_module_kwargs, *, groups, heads,
+                    cross_attention_dim, use_linear_projection, num_text_tokens, num_ip_tokens):
+        """Per layer: an optional spatial transformer and an optional motion module (the official
+        key names ``attentions.{i}`` / ``motion_modules.{i}``)."""
+        self.attentions = None
+        if cross_attention:
+            self.attentions = nn.ModuleList(
+                [SpatialTransformer(channels, heads, cross_attention_dim, groups, use_linear_projection,
+                                    num_text_tokens, num_ip_tokens) for _ in range(num_layers)]
+            )
+        self.motion_modules = None
+        if motion_module_kwargs is not None:
+            self.motion_modules = nn.ModuleList(
+                [VanillaTemporalModule(channels, **motion_module_kwargs) for _ in range(num_layers)]
+            )
+
+    def _layer(self, i, x, temb, encoder_hidden_states, num_frames):
+        """Layer i: ResNet -> (spatial transformer) -> (motion module)."""
+        x = self._run(self.resnets[i], x, temb, num_frames)
+        if self.attentions is not None:
+            x = self._run(self.attentions[i], x, encoder_hidden_states, num_frames)
+        if self.motion_modules is not None:
+            x = self._run(self.motion_modules[i], x, num_frames)
+        return x
+
 
 class DownBlock(_Block):
     """``[ResNet -> (spatial transformer) -> (motion module)] x layers``, then an optional
@@ -249,28 +274,16 @@ class DownBlock(_Block):
         self.resnets = nn.ModuleList(
             [ResnetBlock(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps) for i in range(num_layers)]
         )
-        self.attentions = None
-        if cross_attention:
-            self.attentions = nn.ModuleList(
-                [SpatialTransformer(out_channels, heads, cross_attention_dim, groups, use_linear_projection,
-                                    num_text_tokens, num_ip_tokens) for _ in range(num_layers)]
-            )
-        self.motion_modules = None
-        if motion_module_kwargs is not None:
-            self.motion_modules = nn.ModuleList(
-                [VanillaTemporalModule(out_channels, **motion_module_kwargs) for _ in range(num_layers)]
-            )
+        self._add_layers(out_channels, num_layers, cross_attention, motion_module_kwargs, groups=groups, heads=heads,
+                         cross_attention_dim=cross_attention_dim, use_linear_projection=use_linear_projection,
+                         num_text_tokens=num_text_tokens, num_ip_tokens=num_ip_tokens)
         self.downsamplers = nn.ModuleList([Downsample(out_channels, downsample_padding)]) if add_downsample else None
 
     def forward(self, x, temb, encoder_hidden_states, num_frames, stop=None):
         """`stop`: run only the first `stop` layers, without the downsampler (DeepCache)."""
         skips = ()
-        for i, resnet in enumerate(self.resnets[:stop]):
-            x = self._run(resnet, x, temb, num_frames)
-            if self.attentions is not None:
-                x = self._run(self.attentions[i], x, encoder_hidden_states, num_frames)
-            if self.motion_modules is not None:
-                x = self._run(self.motion_modules[i], x, num_frames)
+        for i in range(len(self.resnets[:stop])):
+            x = self._layer(i, x, temb, encoder_hidden_states, num_frames)
             skips += (x,)
         if self.downsamplers is not None and stop is None:
             x = self.downsamplers[0](x)
@@ -292,33 +305,20 @@ class UpBlock(_Block):
             resnet_in = prev_output_channel if i == 0 else out_channels
             resnets.append(ResnetBlock(resnet_in + skip_channels, out_channels, temb_channels, groups, eps))
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = None
-        if cross_attention:
-            self.attentions = nn.ModuleList(
-                [SpatialTransformer(out_channels, heads, cross_attention_dim, groups, use_linear_projection,
-                                    num_text_tokens, num_ip_tokens) for _ in range(num_layers)]
-            )
-        self.motion_modules = None
-        if motion_module_kwargs is not None:
-            self.motion_modules = nn.ModuleList(
-                [VanillaTemporalModule(out_channels, **motion_module_kwargs) for _ in range(num_layers)]
-            )
+        self._add_layers(out_channels, num_layers, cross_attention, motion_module_kwargs, groups=groups, heads=heads,
+                         cross_attention_dim=cross_attention_dim, use_linear_projection=use_linear_projection,
+                         num_text_tokens=num_text_tokens, num_ip_tokens=num_ip_tokens)
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if add_upsample else None
 
     def forward(self, x, skips, temb, encoder_hidden_states, num_frames, upsample_size=None, start=0, stop=None):
         """Layers `start` to `stop` (None: to the end, then the upsampler); `skips` always has
         one entry per layer (layer i reads skips[-1 - i])."""
-        for i, resnet in enumerate(self.resnets):
+        for i in range(len(self.resnets)):
             if i < start:
                 continue
             if stop is not None and i >= stop:
                 return x
-            x = torch.cat([x, skips[-1 - i]], dim=1)
-            x = self._run(resnet, x, temb, num_frames)
-            if self.attentions is not None:
-                x = self._run(self.attentions[i], x, encoder_hidden_states, num_frames)
-            if self.motion_modules is not None:
-                x = self._run(self.motion_modules[i], x, num_frames)
+            x = self._layer(i, torch.cat([x, skips[-1 - i]], dim=1), temb, encoder_hidden_states, num_frames)
         if self.upsamplers is not None:
             x = self.upsamplers[0](x, upsample_size)
         return x
