@@ -17,6 +17,8 @@ Parameter names and shapes equal the official ``unet-checkpoint-epoch-5.ckpt``.
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -596,7 +598,10 @@ class XDynaUNet(ModelMixin, ConfigMixin):
         at zero (so the adapter starts as a no-op, as in the paper); ``to_k_ip``/``to_v_ip``
         start as copies of ``to_k``/``to_v``; motion modules are fresh with a zero ``proj_out``.
         """
-        config = {k: v for k, v in dict(unet2d.config).items() if not k.startswith("_")}
+        # Options of the 2-D UNet that XDynaUNet does not take are dropped (the weight check below
+        # still refuses a 2-D UNet whose structure differs).
+        accepted = set(inspect.signature(cls.__init__).parameters)
+        config = {k: v for k, v in dict(unet2d.config).items() if k in accepted}
         config.update(xdyna_options)
         model = cls.from_config(config)
         param = next(unet2d.parameters())

@@ -21,6 +21,7 @@ model with its stage-1/2 modules back at their initial values, see `untrained_li
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -126,8 +127,8 @@ def untrained_like(pipe, seed: int = 0):
     cfg = dict(unet.config)
     blocks2d = {"CrossAttnDownBlock3D": "CrossAttnDownBlock2D", "DownBlock3D": "DownBlock2D",
                 "CrossAttnUpBlock3D": "CrossAttnUpBlock2D", "UpBlock3D": "UpBlock2D"}
-    accepted = set(UNet2DConditionModel.extract_init_dict(cfg)[0]) if hasattr(UNet2DConditionModel, "extract_init_dict") else set()
-    cfg2d = {k: v for k, v in cfg.items() if not k.startswith("_") and k in accepted}
+    accepted = set(inspect.signature(UNet2DConditionModel.__init__).parameters)
+    cfg2d = {k: v for k, v in cfg.items() if k in accepted}
     cfg2d["down_block_types"] = [blocks2d.get(b, b) for b in cfg["down_block_types"]]
     cfg2d["up_block_types"] = [blocks2d.get(b, b) for b in cfg["up_block_types"]]
     unet2d = UNet2DConditionModel.from_config(cfg2d)

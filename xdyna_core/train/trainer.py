@@ -221,24 +221,12 @@ def inflate_stage0(comps: dict, tiny: dict) -> dict:
     unet = XDynaUNet.from_unet2d(unet2d, num_ip_tokens=t["num_ip_tokens"],
                                  motion_module_num_attention_heads=t["motion_module_heads"],
                                  motion_module_norm_num_groups=t["norm_num_groups"])
-    clean_unet_config(unet)
     cond = tuple(t["controlnet_conditioning_channels"])
     out = {k: v for k, v in comps.items() if k != "unet2d"}
     out["unet"] = unet
     out["controlnet"] = make_controlnet(unet2d, 3, conditioning_embedding_out_channels=cond)
     out["controlnet_face"] = make_controlnet(unet2d, 6, conditioning_embedding_out_channels=cond)
     return out
-
-
-def clean_unet_config(unet) -> None:
-    """Drop the 2-D UNet options that ``from_unet2d`` carries over but ``XDynaUNet`` does not
-    take, so the saved config.json loads without warnings."""
-    import inspect
-
-    from diffusers.configuration_utils import FrozenDict
-
-    keep = set(inspect.signature(type(unet).__init__).parameters)
-    unet._internal_dict = FrozenDict({k: v for k, v in unet.config.items() if k in keep or k.startswith("_")})
 
 
 def make_pipeline(components: dict):
