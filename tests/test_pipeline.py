@@ -595,3 +595,30 @@ def test_cli_default_model_resolution(tmp_path, monkeypatch):
     assert model == "official" and preset["height"] == 896
     model, preset = animate.resolve_model_and_preset(None, "fast-preview")
     assert model == "official" and preset["num_inference_steps"] == 12
+
+
+def test_strength_runs_only_the_last_steps_from_less_noisy_latents(pipe):
+    """SDEdit-style `strength` (diffusers' img2img convention): int(steps * strength) steps run,
+    the last ones of the same schedule; 1.0 is exactly the default; bad values are refused."""
+    photo, pose, faces = clip(8)
+
+    def run(**kw):
+        seen = []
+
+        def cb(p, i, t, kwargs):
+            seen.append(int(t))
+            return {}
+
+        out = pipe(photo, pose, faces, height=H, width=W, num_inference_steps=10, output_type="latent",
+                   generator=torch.Generator().manual_seed(0), callback_on_step_end=cb, **kw).frames
+        return out, seen
+
+    full, steps_full = run()
+    part, steps_part = run(strength=0.75)
+    assert len(steps_full) == 10 and steps_part == steps_full[3:]  # int(10 * 0.75) = 7 steps
+    assert torch.equal(run(strength=1.0)[0], full)
+    assert not torch.equal(part, full)
+    assert len(run(strength=0.01)[1]) == 1  # at least one step
+    for bad in (0, -0.5, 1.5, True, "0.5"):
+        with pytest.raises(InputError, match="strength"):
+            run(strength=bad)

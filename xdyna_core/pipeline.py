@@ -407,11 +407,13 @@ class XDynaPipeline(DiffusionPipeline):
     # -- main entry ----------------------------------------------------------
 
     def _check_speed_options(self, window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule,
-                             deep_cache_branch=None):
+                             deep_cache_branch=None, strength=1.0):
         if not isinstance(window_batch_size, int) or window_batch_size < 1:
             raise InputError(f"window_batch_size must be an integer >= 1, got {window_batch_size!r}")
         if sampler is not None and sampler not in SAMPLERS:
             raise InputError(f"sampler must be None (the pipeline's scheduler) or one of {SAMPLERS}, got {sampler!r}")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise InputError(f"strength is the fraction of the denoising schedule to run, in (0, 1]; got {strength!r}")
         if guidance_truncation is not None and not 0 < guidance_truncation <= 1:
             raise InputError(f"guidance_truncation is the fraction of steps with CFG, in (0, 1]; got {guidance_truncation}")
         if not isinstance(deep_cache_interval, int) or deep_cache_interval < 1:
@@ -544,6 +546,7 @@ class XDynaPipeline(DiffusionPipeline):
         guidance_truncation: Optional[float] = None,
         deep_cache_interval: int = 1,
         deep_cache_branch: Optional[int] = None,
+        strength: float = 1.0,
     ):
         r"""Generate a video of the person in `image` following `pose_images`.
 
@@ -604,6 +607,12 @@ class XDynaPipeline(DiffusionPipeline):
             deep_cache_branch: how shallow the recomputed branch is, in first-level UNet
                 layers (0 .. layers_per_block; None = the whole first level). Smaller is
                 faster and changes the output more.
+            strength: how much of the denoising schedule runs, in (0, 1] (SDEdit, Meng et al.,
+                ICLR 2022). 1.0 = official: the reference-mixed initial latents (§26) are
+                noised to the first of the `num_inference_steps` timesteps (almost pure
+                noise). Below 1 only the last `int(num_inference_steps * strength)` steps run
+                (as in diffusers' image-to-image pipelines), so the latents start less noisy and keep more of the
+                reference's colours and layout (fewer steps run). Changes the output.
 
         Returns `XDynaPipelineOutput(frames=...)` (or a tuple `(frames,)`).
         Raises `InputError` for bad inputs and `Cancelled` when interrupted (no
@@ -621,7 +630,7 @@ class XDynaPipeline(DiffusionPipeline):
         self.check_inputs(height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
                           window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs)
         self._check_speed_options(window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule,
-                                  deep_cache_branch)
+                                  deep_cache_branch, strength)
         if pose.shape[1:3] != (height, width):
             raise InputError(
                 f"pose_images are {pose.shape[2]}x{pose.shape[1]} (WxH) but the output is {width}x{height}; "
@@ -672,6 +681,8 @@ class XDynaPipeline(DiffusionPipeline):
         scheduler = self._sampler(sampler)
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
+        if strength < 1.0:  # SDEdit: run only the last int(steps * strength) steps (as diffusers' img2img)
+            timesteps = timesteps[len(timesteps) - max(1, int(len(timesteps) * strength)):]
         step_kwargs = _step_kwargs(scheduler, eta, generator)
         mixed = reference_mixed_latents(ref_latent, num_frames, generator)
         if latents is None:

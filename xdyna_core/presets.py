@@ -37,6 +37,7 @@ CALL_KEYS = {
     "prompt": (str,),
     "negative_prompt": (str,),
     "eta": (int, float),
+    "strength": (int, float),
     # speed options (see README "Speed and memory")
     "sampler": (str,),
     "guidance_truncation": (int, float),

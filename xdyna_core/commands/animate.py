@@ -45,6 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, dest="num_inference_steps", help="denoising steps")
     g.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance scale")
     g.add_argument("--seed", type=int, help="random seed (same seed + inputs = same video)")
+    g.add_argument("--strength", type=float, help="fraction of the denoising schedule to run, (0, 1] "
+                   "(1 = official: start from noise; lower keeps more of the photo, SDEdit)")
     g.add_argument("--adapter-scale", type=float, dest="adapter_scale", help="Dynamics-Adapter strength (1 = paper)")
     g.add_argument("--pose-scale", type=float, dest="pose_conditioning_scale", help="pose ControlNet scale")
     g.add_argument("--face-scale", type=float, dest="face_conditioning_scale", help="S-Face ControlNet scale")
@@ -71,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 GEN_FLAGS = (
     "num_inference_steps", "guidance_scale", "adapter_scale", "pose_conditioning_scale", "face_conditioning_scale",
     "height", "width", "window_size", "window_overlap", "window_schedule", "prompt", "negative_prompt",
-    "decode_chunk_size",
+    "decode_chunk_size", "strength",
 )
 
 
