@@ -243,6 +243,14 @@ def _native_size(pipe) -> tuple:
 def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float, factor: int = 8) -> str:
     st = recipe["stages"]
     s = res["summary"]
+    kw = res["call_kwargs"]
+    beats = {b: all(s["trained"][m] > s[b][m] for m in ("psnr", "pose_iou")) for b in ("untrained", "repeat_reference")}
+    if all(beats.values()):
+        verdict = "The model beats both baselines on both metrics."
+    else:
+        verdict = ("The model does **not** beat " + " or ".join(
+            f"the {b.replace('_', '-')} baseline" for b, ok in beats.items() if not ok) + " on both metrics yet.")
+    verdict += " `tests/test_tiny_model.py` re-checks on other held-out clips that it beats the untrained model."
 
     def steps(stage, phase):
         return st[stage]["phases"][phase]["steps"]
@@ -275,7 +283,8 @@ official weights: it knows only the synthetic world it was trained on.
 from xdyna_core import XDynaPipeline
 pipe = XDynaPipeline.from_pretrained("assets/tiny-xdyna")
 frames = pipe(photo, pose_images, face_images, height={height}, width={width},
-              num_inference_steps={res['call_kwargs'].get('num_inference_steps')}, guidance_scale={res['call_kwargs'].get('guidance_scale')}).frames
+              num_inference_steps={kw.get('num_inference_steps')}, strength={kw.get('strength', 1.0)},
+              guidance_scale={kw.get('guidance_scale')}, adapter_scale={kw.get('adapter_scale', 1.0)}).frames
 ```
 
 - Native size: {height}×{width} (H×W), latents {height // factor}×{width // factor}; folder size {size_mb:.1f} MB (float32 safetensors).
@@ -322,7 +331,12 @@ exact replay).
 
 {res['num_clips']} held-out synthetic clips of {res['num_frames']} frames, self-reenactment (reference = the
 same performance at another time; driven by the clip's true skeletons and face patches),
-with the app's `tiny-offline` preset ({res['call_kwargs'].get('num_inference_steps')} DDIM steps, guidance {res['call_kwargs'].get('guidance_scale')}, {res['call_kwargs'].get('window_size', 16)}-frame windows), seed 0.
+with the app's `tiny-offline` preset ({kw.get('num_inference_steps')} DDIM steps at strength {kw.get('strength', 1.0)}, i.e. the
+last {int(kw.get('num_inference_steps') * kw.get('strength', 1.0))} from the noised reference; guidance {kw.get('guidance_scale')}; Dynamics-Adapter scale
+{kw.get('adapter_scale', 1.0)}; {kw.get('window_size', 16)}-frame windows), seed 0. These inference settings were chosen
+after training on 4 validation clips (held-out split, seeds 1000-1003, disjoint from the clips
+below and from the tests' clips): this small model's adapter needs amplifying to copy the
+photo's appearance, and starting part-way down the schedule keeps the photo's colours.
 Metrics (`xdyna_core/train/evaluate.py`): **PSNR** (dB, per frame, against the true frames) and
 **pose following** = IoU between the true person mask and the person mask estimated from the
 generated frame (pixels differing from the true background of that moment by more than 40/255,
@@ -334,8 +348,7 @@ generated frame (pixels differing from the true background of that moment by mor
 
 Guidance scale (first 2 clips): {sweep}.
 
-`tests/test_tiny_model.py` re-checks on a smaller held-out set that the model beats both
-baselines on both metrics. Generation of 16 frames took {res['seconds_per_clip_trained']:.1f} s per clip on
+{verdict} Generation of 16 frames took {res['seconds_per_clip_trained']:.1f} s per clip on
 the evaluation machine (CPU).
 
 Sample (reference | ground truth | pose | tiny X-Dyna | untrained): `media/sample_0.mp4`,
