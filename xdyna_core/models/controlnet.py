@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from diffusers import ControlNetModel
 from torch import nn
 
+from .unet import timesteps_for_batch
+
 POSE_CONDITIONING_CHANNELS = 3
 FACE_CONDITIONING_CHANNELS = 6
 CONDITIONING_EMBEDDING_OUT_CHANNELS = (16, 32, 96, 256)
@@ -97,13 +99,7 @@ def controlnet_shallow_residuals(
         raise ValueError(f"the first down block gives at most {available} residuals, asked for {num_residuals}")
     if cfg.controlnet_conditioning_channel_order == "bgr":
         controlnet_cond = torch.flip(controlnet_cond, dims=[1])
-    timesteps = timestep
-    if not torch.is_tensor(timesteps):
-        dtype = torch.float64 if isinstance(timestep, float) else torch.int64
-        timesteps = torch.tensor([timesteps], dtype=dtype, device=sample.device)
-    elif timesteps.ndim == 0:
-        timesteps = timesteps[None].to(sample.device)
-    timesteps = timesteps.expand(sample.shape[0])
+    timesteps = timesteps_for_batch(timestep, sample.shape[0], sample.device)
     emb = controlnet.time_embedding(controlnet.time_proj(timesteps).to(dtype=sample.dtype), None)
     x = controlnet.conv_in(sample) + controlnet.controlnet_cond_embedding(controlnet_cond)
     residuals = (x,)

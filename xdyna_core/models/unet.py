@@ -361,6 +361,18 @@ class XDynaUNetOutput(BaseOutput):
     deep_features: torch.Tensor | None = None
 
 
+def timesteps_for_batch(timestep, batch: int, device) -> torch.Tensor:
+    """A timestep given as a number, a 0-d or a 1-d tensor -> a tensor [batch] on `device`
+    (as diffusers' UNet2DConditionModel accepts it)."""
+    timesteps = timestep
+    if not torch.is_tensor(timesteps):
+        dtype = torch.float64 if isinstance(timestep, float) else torch.int64
+        timesteps = torch.tensor([timesteps], dtype=dtype, device=device)
+    elif timesteps.ndim == 0:
+        timesteps = timesteps[None].to(device)
+    return timesteps.expand(batch)
+
+
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     """``torch.channels_last`` for a channels-last 4-D tensor (and not also plain contiguous),
     else ``torch.contiguous_format``."""
@@ -676,13 +688,7 @@ class XDynaUNet(ModelMixin, ConfigMixin):
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
 
-        timesteps = timestep
-        if not torch.is_tensor(timesteps):
-            dtype = torch.float64 if isinstance(timestep, float) else torch.int64
-            timesteps = torch.tensor([timesteps], dtype=dtype, device=sample.device)
-        elif timesteps.ndim == 0:
-            timesteps = timesteps[None].to(sample.device)
-        timesteps = timesteps.expand(batch)
+        timesteps = timesteps_for_batch(timestep, batch, sample.device)
         # The sinusoid is float32; the embedding MLP runs in the model dtype.
         emb = self.time_embedding(self.time_proj(timesteps).to(dtype=self.dtype))
 
