@@ -465,3 +465,53 @@ def test_a_wall_time_budget_ends_the_stage(stage0, tmp_path):
     steps = trainer.state["step"]
     assert 1 <= steps < 10**6 and time.time() - t0 < 120
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == steps
+
+
+def test_tiny_recipe_trains_extends_and_documents(tmp_path, monkeypatch):
+    """`tiny_recipe train` then `extend` at toy sizes: the extension continues stage 1 from the
+    first run's model (backbone untouched, trained modules moved on), trains stage 2 again on
+    top, publishes that model, and the recipe/model card record both commands. A rerun of
+    `train` on the finished folder keeps the recorded times and extensions."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from xdyna_core.train import tiny_recipe as R
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for s in "012":
+        cfg = yaml.safe_load((Path("configs/train") / f"tiny_stage{s}.yaml").read_text())
+        cfg["data"].update(height=H, width=W, num_frames=F)
+        cfg["validation"] = {"every_steps": 0, "at_end": False}
+        if s == "0":
+            cfg["stage0"]["tiny"] = TINY
+        (configs / f"tiny_stage{s}.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setitem(R.PROFILES, "cpu", dict(R.PROFILES["cpu"], num_workers=0, clip_frames=6, vae_batch_size=2,
+                                                backbone_batch_size=2, checkpointing_steps=0))
+    out = tmp_path / "tiny"
+    R.train(str(out), minutes=0.05, profile="cpu", device="cpu", configs=str(configs), image_pool=8)
+    R.extend(str(out), minutes=0.05, profile="cpu", device="cpu", learning_rate=1e-3, configs=str(configs))
+
+    recipe = json.loads((out / "recipe.json").read_text())
+    (ext,) = recipe["extensions"]
+    assert ext["stages"]["1"]["config"]["pretrained_model"] == str(out / "stage1" / "model")
+    assert ext["stages"]["1"]["steps"] >= 1 and ext["stages"]["2"]["steps"] >= 1
+    assert recipe["wall_seconds_total"] > recipe["wall_seconds"]
+    first = load_file(out / "stage1" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    longer = load_file(out / "stage1_r1" / "model" / "unet" / "diffusion_pytorch_model.safetensors")
+    moved = {k for k in first if not torch.equal(first[k], longer[k])}
+    assert any("motion_modules" in k for k in moved) and not any(".attn2.to_k.weight" in k for k in moved)
+    face = "controlnet_face/diffusion_pytorch_model.safetensors"
+    assert not torch.equal(*(load_file(out / d / "model" / face)["conv_in.weight"] for d in ("stage1_r1", "stage2_r1")))
+    for a, b in zip(sorted((out / "tiny-xdyna").rglob("*.safetensors")), sorted((out / "stage2_r1" / "model").rglob("*.safetensors"))):
+        assert a.read_bytes() == b.read_bytes()
+
+    R.train(str(out), minutes=0.05, profile="cpu", device="cpu", configs=str(configs), image_pool=8)
+    assert json.loads((out / "recipe.json").read_text()) == recipe
+
+    row = {"psnr": 20.0, "pose_iou": 0.5}
+    res = {"summary": {k: row for k in ("trained", "untrained", "repeat_reference")}, "num_clips": 1, "num_frames": F,
+           "call_kwargs": {"num_inference_steps": 10, "guidance_scale": 7.0}, "seconds_per_clip_trained": 1.0}
+    card = R.model_card(recipe, res, H, W, 1.0, 4)
+    assert "1 (restart 1)" in card and "2 (superseded)" in card
+    assert "tiny_recipe extend --minutes 0.05 --profile cpu --lr 0.001" in card

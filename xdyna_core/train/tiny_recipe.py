@@ -82,9 +82,6 @@ def _workers(n: int) -> int:
 
 def train(out: str, minutes: float, profile: str = "cpu", device: str | None = None, seed: int = 0,
           configs: str = "configs/train", size: str | None = None, image_pool: int | None = None) -> Path:
-    from .config import load_config
-    from .trainer import Trainer
-
     p = dict(PROFILES[profile])
     split = SPLIT[profile]
     if image_pool is not None:
@@ -119,32 +116,91 @@ def train(out: str, minutes: float, profile: str = "cpu", device: str | None = N
                "train_batch_size": p["train_batch_size"], "learning_rate": p["video_lr"],
                "data.windows_per_clip": p["windows_per_clip"], "data.human.clip_frames": p["clip_frames"]}),
     ]
+    done = [stage for stage, o in stages if _finished(Path(o["output_dir"]))]
+    if len(done) == len(stages) and (out / "recipe.json").is_file() and (out / "tiny-xdyna").is_dir():
+        print(f"{out}: already trained (see recipe.json)", flush=True)  # keeps its times and extensions
+        return out / "tiny-xdyna"
     for stage, overrides in stages:
-        cfg = load_config(os.path.join(configs, f"tiny_stage{stage}.yaml"), {**common, **overrides})
-        resume = "latest" if any((Path(cfg.output_dir) / "checkpoints").glob("checkpoint-*")) else None
-        if (Path(cfg.output_dir) / "summary.json").is_file() and (Path(cfg.output_dir) / "model").is_dir():
-            print(f"stage {stage}: already done ({cfg.output_dir})", flush=True)
-        else:
-            Trainer(cfg, resume=resume, progress_bar=sys.stderr.isatty()).train()
-        with open(Path(cfg.output_dir) / "summary.json") as fh:
-            summaries[stage] = json.load(fh)
+        summaries[stage] = _run_stage(configs, stage, {**common, **overrides})
+    recipe = {
+        "command": _command(), "profile": profile, "minutes_budget": minutes,
+        "wall_seconds": round(time.time() - t_total, 1), "device": summaries["1"].get("device"), "stages": summaries,
+    }
+    return _publish(out, out / "stage2" / "model", recipe)
+
+
+def _command() -> str:
+    return " ".join([Path(sys.executable).name, "-m", "xdyna_core.train.tiny_recipe"] + sys.argv[1:])
+
+
+def _run_stage(configs: str, stage: str, overrides: dict) -> dict:
+    """Train one stage (resuming its latest checkpoint; skipped when already finished) and
+    return its summary."""
+    from .config import load_config
+    from .trainer import Trainer
+
+    cfg = load_config(os.path.join(configs, f"tiny_stage{stage}.yaml"), overrides)
+    resume = "latest" if any((Path(cfg.output_dir) / "checkpoints").glob("checkpoint-*")) else None
+    if _finished(Path(cfg.output_dir)):
+        print(f"stage {stage}: already done ({cfg.output_dir})", flush=True)
+    else:
+        Trainer(cfg, resume=resume, progress_bar=sys.stderr.isatty()).train()
+    with open(Path(cfg.output_dir) / "summary.json") as fh:
+        return json.load(fh)
+
+
+def _finished(stage_dir: Path) -> bool:
+    return (stage_dir / "summary.json").is_file() and (stage_dir / "model").is_dir()
+
+
+def _publish(out: Path, model: Path, recipe: dict) -> Path:
+    """Copy the final stage's model to ``<out>/tiny-xdyna`` and write ``<out>/recipe.json``."""
+    import torch
+
     final = out / "tiny-xdyna"
     if final.exists():
         shutil.rmtree(final)
-    shutil.copytree(out / "stage2" / "model", final)
-    recipe = {
-        "command": " ".join([Path(sys.executable).name, "-m", "xdyna_core.train.tiny_recipe"] + sys.argv[1:]),
-        "profile": profile, "minutes_budget": minutes, "wall_seconds": round(time.time() - t_total, 1),
-        "device": summaries["1"].get("device"), "stages": summaries,
-    }
-    import torch
-
+    shutil.copytree(model, final)
     if torch.cuda.is_available():
         recipe["gpu"] = torch.cuda.get_device_name(0)
     with open(out / "recipe.json", "w") as fh:
         json.dump(recipe, fh, indent=2)
-    print(f"tiny X-Dyna written to {final} in {recipe['wall_seconds']:.0f} s", flush=True)
+    print(f"tiny X-Dyna written to {final}", flush=True)
     return final
+
+
+def extend(out: str, minutes: float, profile: str = "cpu", device: str | None = None, learning_rate: float = 2e-4,
+           stage2_share: float = 0.15, configs: str = "configs/train") -> Path:
+    """Train a finished recipe longer: stage 1 continues from its latest model with a fresh
+    warm-up + cosine schedule (a warm restart, SGDR: Loshchilov & Hutter 2017), then stage 2
+    is trained again on top of it. Each call adds ``<out>/stage1_r<k>`` and ``<out>/stage2_r<k>``
+    and an entry to ``recipe.json["extensions"]``; stage 0 is kept as it is."""
+    p = PROFILES[profile]
+    out = Path(out)
+    with open(out / "recipe.json") as fh:
+        recipe = json.load(fh)
+    exts = recipe.setdefault("extensions", [])
+    k = len(exts) + 1
+    prev = out / ("stage1" if k == 1 else f"stage1_r{k - 1}") / "model"
+    common = {"device": device, "data.num_workers": _workers(p["num_workers"]), "validation.every_steps": 0,
+              "log_every_steps": 100, "mixed_precision": p["mixed_precision"],
+              "checkpointing_steps": p["checkpointing_steps"], "lr_warmup_steps": p["warmup"],
+              "train_batch_size": p["train_batch_size"], "learning_rate": learning_rate, "max_steps": 10**7,
+              "data.windows_per_clip": p["windows_per_clip"], "data.human.clip_frames": p["clip_frames"]}
+    # The first run's data sizes (e.g. --size) carry over.
+    d1 = recipe["stages"]["1"]["config"]["data"]
+    common.update({"data.height": d1["height"], "data.width": d1["width"]})
+    t0 = time.time()
+    s1 = _run_stage(configs, "1", {**common, "output_dir": str(out / f"stage1_r{k}"), "pretrained_model": str(prev),
+                                    "seed": 100 * k + 1, "max_minutes": minutes * (1 - stage2_share),
+                                    "data.scene.clip_frames": p["clip_frames"]})
+    s2 = _run_stage(configs, "2", {**common, "output_dir": str(out / f"stage2_r{k}"),
+                                    "pretrained_model": str(out / f"stage1_r{k}" / "model"), "seed": 100 * k + 2,
+                                    "max_minutes": minutes * stage2_share, "learning_rate": p["video_lr"]})
+    exts.append({"command": _command(), "minutes_budget": minutes, "learning_rate": learning_rate,
+                 "wall_seconds": round(time.time() - t0, 1), "stages": {"1": s1, "2": s2}})
+    recipe["wall_seconds_total"] = round(recipe["wall_seconds"] + sum(e["wall_seconds"] for e in exts), 1)
+    return _publish(out, out / f"stage2_r{k}" / "model", recipe)
 
 
 # ----------------------------------------------------------------------------------------
@@ -199,15 +255,16 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 8) -> P
     c = clips[0]
     rows = [frame_strip(x, num=8, gap=2) for x in (c.frames, c.pose, frames["trained"][0], frames["untrained"][0])]
     save_image(media / "frame_strip.png", np.concatenate(rows, axis=0))
-    for stage in ("0", "1", "2"):
-        png = out / f"stage{stage}" / "loss.png"
-        if png.is_file():
-            shutil.copy(png, media / f"loss_stage{stage}.png")
+    for d in sorted(out.glob("stage*")):
+        if (d / "loss.png").is_file():
+            shutil.copy(d / "loss.png", media / f"loss_{d.name}.png")
     res["eval_seconds"] = round(eval_seconds, 1)
     with open(tmp / "metrics.json", "w") as fh:
         json.dump(res, fh, indent=2)
     slim = {k: v for k, v in recipe.items() if k != "stages"}
     slim["stages"] = {s: {k: v for k, v in d.items() if k != "config"} for s, d in recipe["stages"].items()}
+    slim["extensions"] = [dict(e, stages={s: {k: v for k, v in d.items() if k != "config"} for s, d in e["stages"].items()})
+                          for e in recipe.get("extensions", [])]
     with open(tmp / "training.json", "w") as fh:
         json.dump(slim, fh, indent=2)
     (tmp / "README.md").write_text(model_card(recipe, res, h, w, _folder_mb(tmp), pipe.vae_scale_factor))
@@ -252,11 +309,13 @@ def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float,
             f"the {b.replace('_', '-')} baseline" for b, ok in beats.items() if not ok) + " on both metrics yet.")
     verdict += " `tests/test_tiny_model.py` re-checks on other held-out clips that it beats the untrained model."
 
-    def steps(stage, phase):
-        return st[stage]["phases"][phase]["steps"]
+    exts = recipe.get("extensions", [])
 
-    def bs(stage, phase):
-        return st[stage]["phases"][phase]["batch_size"]
+    def steps(stage, phase, stages=st):
+        return stages[stage]["phases"][phase]["steps"]
+
+    def bs(stage, phase, stages=st):
+        return stages[stage]["phases"][phase]["batch_size"]
 
     def params(stage):
         out = {}
@@ -264,7 +323,30 @@ def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float,
             out.update(ph["trained_parameters"])
         return ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in out.items())
 
+    ext_rows = "".join(
+        f"\n| 1 (restart {k}) | stage 1 continued from the model above, fresh warm-up + cosine schedule from "
+        f"lr {e['learning_rate']:g} (warm restart) | as stage 1 | {steps('1', 'stage1', e['stages'])} × "
+        f"{bs('1', 'stage1', e['stages'])} |"
+        f"\n| 2 (again{', shipped' if k == len(exts) else ''}) | S-Face ControlNet trained again from its initial value "
+        f"on top of restart {k} | as stage 2 | {steps('2', 'stage2', e['stages'])} × {bs('2', 'stage2', e['stages'])} |"
+        for k, e in enumerate(exts, 1))
     where = recipe.get("gpu") or recipe.get("device", "cpu")
+    total_min = recipe.get("wall_seconds_total", recipe["wall_seconds"]) / 60
+    if exts:
+        when = (f"Trained on {where} in {total_min:.1f} minutes in all: the first run "
+                f"{recipe['wall_seconds'] / 60:.1f} minutes (budget {recipe['minutes_budget']:g}, profile "
+                f"`{recipe['profile']}`), then " + ", ".join(
+                    f"extension {k} {e['wall_seconds'] / 60:.1f} minutes (budget {e['minutes_budget']:g})"
+                    for k, e in enumerate(exts, 1)) + ".")
+    else:
+        when = (f"Trained on {where} in {recipe['wall_seconds'] / 60:.1f} minutes (budget "
+                f"{recipe['minutes_budget']} minutes, profile `{recipe['profile']}`).")
+    ext_cmds = "".join(f"\npython -m xdyna_core.train.tiny_recipe extend --minutes {e['minutes_budget']:g} "
+                       f"--profile {recipe['profile']} --lr {e['learning_rate']:g} --out outputs/tiny"
+                       for e in exts)
+    ext_note = (" The `extend` step(s) train stage 1 longer from where the first run stopped and then "
+                "stage 2 again on top (the first run's stage 2 is not used)." if exts else "")
+
     sweep = ", ".join(f"{g}: {v['psnr']:.2f} dB / IoU {v['pose_iou']:.3f}" for g, v in res.get("guidance_sweep", {}).items())
     rows = "\n".join(
         f"| {name} | {s[key]['psnr']:.2f} | {s[key]['pose_iou']:.3f} |"
@@ -307,20 +389,17 @@ backgrounds never seen in training).
 | 0a | VAE ({params('0').split(',')[0]}) — L1 + MSE + image-gradient L1 + KL 1e-6 | synthetic frames (scenes {int(round(100 * st['0']['config']['data']['scene_ratio']))} %) | {steps('0', 'vae')} × {bs('0', 'vae')} |
 | 0b | 2-D backbone UNet (noise-prediction MSE, linear betas 0.00085–0.012 as the inference scheduler), then inflated to the X-Dyna UNet; ControlNets initialised from it | synthetic frames | {steps('0', 'backbone')} × {bs('0', 'backbone')} |
 | 1 | backbone frozen; Dynamics-Adapter, pose ControlNet, motion modules, IP-Adapter K/V + resampler ({params('1')}) | Harmonic Data Fusion: people + {int(round(100 * st['1']['config']['data']['scene_ratio']))} % scene-only clips (blank controls), 16-frame windows | {steps('1', 'stage1')} × {bs('1', 'stage1')} |
-| 2 | S-Face ControlNet only ({params('2')}) | people only, identity-swapped face patches (same expressions rendered on another person) | {steps('2', 'stage2')} × {bs('2', 'stage2')} |
+| 2{' (superseded)' if exts else ''} | S-Face ControlNet only ({params('2')}) | people only, identity-swapped face patches (same expressions rendered on another person) | {steps('2', 'stage2')} × {bs('2', 'stage2')} |{ext_rows}
 
 AdamW, cosine learning-rate decay after a warm-up, image-condition dropout 10 % (classifier-free
-guidance), gradient clipping 1.0. Trained on {where} in {recipe['wall_seconds'] / 60:.1f} minutes
-(budget {recipe['minutes_budget']} minutes, profile `{recipe['profile']}`). Loss curves:
-`media/loss_stage0.png`, `media/loss_stage1.png`, `media/loss_stage2.png`; per-stage details in
-`training.json`.
+guidance), gradient clipping 1.0. {when} Loss curves: `media/loss_stage*.png`; per-stage details
+in `training.json`.
 
-Reproduce (then evaluate and write this folder):
+Reproduce (then evaluate and write this folder):{ext_note}
 
 ```bash
-bash scripts/train_tiny.sh --minutes {recipe['minutes_budget']:g} --profile {recipe['profile']}
-# = python -m xdyna_core.train.tiny_recipe train --minutes {recipe['minutes_budget']:g} --profile {recipe['profile']} --out outputs/tiny
-#   python -m xdyna_core.train.tiny_recipe finish --out outputs/tiny --assets assets/tiny-xdyna
+python -m xdyna_core.train.tiny_recipe train --minutes {recipe['minutes_budget']:g} --profile {recipe['profile']} --out outputs/tiny{ext_cmds}
+python -m xdyna_core.train.tiny_recipe finish --out outputs/tiny --assets assets/tiny-xdyna
 ```
 
 Training is seeded, but a wall-time budget turns into a step count measured on the machine, so
@@ -380,10 +459,18 @@ def main(argv=None) -> int:
     f.add_argument("--out", default="outputs/tiny")
     f.add_argument("--assets", default="assets/tiny-xdyna")
     f.add_argument("--clips", type=int, default=8)
+    e = sub.add_parser("extend", help="train a finished recipe longer: stage 1 again from its model, then stage 2")
+    e.add_argument("--out", default="outputs/tiny")
+    e.add_argument("--minutes", type=float, default=60.0, help="time budget of this extension (stages 1 and 2)")
+    e.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    e.add_argument("--device", default=None)
+    e.add_argument("--lr", type=float, default=2e-4, help="peak learning rate of the restarted schedule")
     args = ap.parse_args(argv)
     if args.cmd == "train":
         train(args.out, args.minutes, args.profile, args.device, args.seed, size=args.size,
               image_pool=args.image_pool)
+    elif args.cmd == "extend":
+        extend(args.out, args.minutes, args.profile, args.device, args.lr)
     else:
         finish(args.out, args.assets, args.clips)
     return 0
