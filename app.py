@@ -387,7 +387,7 @@ def build_demo() -> gr.Blocks:
                                               info="How strongly eyes and mouth follow the clip's face. "
                                                    "0 ignores it.")
                 with gr.Row():
-                    adapter_scale = gr.Slider(0.0, 3.0, value=p["adapter_scale"], step=0.05,
+                    adapter_scale = gr.Slider(0.0, 4.0, value=p["adapter_scale"], step=0.05,
                                               label="Look like my photo", elem_id="adapter",
                                               info="How strongly every frame copies the look of your photo "
                                                    "(1 = the paper's; the small built-in model needs about 2.5). Lower lets hair, clothes and background "

@@ -1,6 +1,7 @@
 """The shipped tiny X-Dyna (assets/tiny-xdyna): loads offline, stays small, is the app's
-default, makes 16 frames in under a minute on a CPU, and beats the untrained model on held-out
-synthetic clips (not yet the repeat-the-reference baseline: see the model card)."""
+default, makes 16 frames in under a minute on a CPU, reproduces its model card's numbers, beats
+the untrained model on other held-out clips and the repeat-the-reference baseline in PSNR (not
+yet in pose following: see the model card; issue 5 stays open for that)."""
 
 import json
 import time
@@ -31,31 +32,52 @@ def test_folder_is_small_and_documented(pipe):
     assert pipe.controlnet_face is not None
 
 
-def test_beats_the_untrained_model_on_heldout_clips(pipe):
-    """Training worked: on held-out clips the shipped model is better than the same model with
-    its stage-1/2 modules at their initial values, in PSNR and in pose following.
-
-    Not asserted, because it does not hold yet (issue 5 stays open): beating the
-    repeat-the-reference baseline. The model card's 8 clips: 17.69 dB / IoU 0.339 against
-    17.73 dB / 0.405 for repeating the photo (metrics.json, checked below to be in the card)."""
-    from xdyna_core.train.evaluate import evaluate, heldout_clips
-
+def _native(pipe):
     s = pipe.unet.config.sample_size
     h, w = (s[0], s[1]) if isinstance(s, (list, tuple)) else (s, s)
-    f = pipe.vae_scale_factor
+    return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
+
+
+def test_beats_the_untrained_model_on_heldout_clips(pipe):
+    """Training worked: on held-out clips the shipped model is better than the same model with
+    its stage-1/2 modules at their initial values, in PSNR and in pose following."""
+    from xdyna_core.train.evaluate import evaluate, heldout_clips
+
+    h, w = _native(pipe)
     # clips 100.. : not the ones in the model card (0..7), same held-out split
-    clips = heldout_clips(2, num_frames=16, height=h * f, width=w * f, first_seed=100)
+    clips = heldout_clips(2, num_frames=16, height=h, width=w, first_seed=100)
     # generated with the app's settings for this model (presets/tiny-offline.yaml)
     res = evaluate(pipe, clips, log=lambda *_: None)["summary"]
     assert res["trained"]["psnr"] > res["untrained"]["psnr"] + 2.0, res
     assert res["trained"]["pose_iou"] > res["untrained"]["pose_iou"], res
 
 
-def test_card_reports_the_repeat_the_reference_comparison():
-    metrics = json.loads((ASSET / "metrics.json").read_text())["summary"]
+def test_card_numbers_reproduce_and_beat_repeating_the_reference_in_psnr(pipe):
+    """The model card's held-out table, recomputed here for the model and the baseline: the
+    same numbers (to float noise across CPUs), and the model beats repeating the reference
+    image in PSNR. Not asserted, because it does not hold yet: pose following above the
+    baseline (card: IoU 0.357 against 0.405)."""
+    from xdyna_core.train.evaluate import evaluate, heldout_clips
+
+    metrics = json.loads((ASSET / "metrics.json").read_text())
     card = (ASSET / "README.md").read_text()
+    h, w = _native(pipe)
+    clips = heldout_clips(metrics["num_clips"], num_frames=metrics["num_frames"], height=h, width=w)
+    res = evaluate(pipe, clips, metrics["call_kwargs"], with_untrained=False, log=lambda *_: None)["summary"]
+    for key in ("trained", "repeat_reference"):
+        assert res[key]["psnr"] == pytest.approx(metrics["summary"][key]["psnr"], abs=0.05), (key, res)
+        assert res[key]["pose_iou"] == pytest.approx(metrics["summary"][key]["pose_iou"], abs=0.005), (key, res)
     for key in ("trained", "untrained", "repeat_reference"):
-        assert f"{metrics[key]['psnr']:.2f}" in card and f"{metrics[key]['pose_iou']:.3f}" in card
+        row = metrics["summary"][key]
+        assert f"{row['psnr']:.2f}" in card and f"{row['pose_iou']:.3f}" in card
+    assert res["trained"]["psnr"] > res["repeat_reference"]["psnr"], res
+    assert metrics["call_kwargs"] == _preset_call_kwargs(), "the card was measured with other settings than the app's"
+
+
+def _preset_call_kwargs():
+    from xdyna_core.train.evaluate import preset_kwargs
+
+    return json.loads(json.dumps(preset_kwargs()))
 
 
 def test_16_frames_on_this_cpu_in_under_a_minute(pipe):
@@ -63,9 +85,8 @@ def test_16_frames_on_this_cpu_in_under_a_minute(pipe):
     more carefully for the README)."""
     from xdyna_core.train.evaluate import generate, heldout_clips, preset_kwargs
 
-    s = pipe.unet.config.sample_size
-    f = pipe.vae_scale_factor
-    clip = heldout_clips(1, num_frames=16, height=s[0] * f, width=s[1] * f, first_seed=200)[0]
+    h, w = _native(pipe)
+    clip = heldout_clips(1, num_frames=16, height=h, width=w, first_seed=200)[0]
     t0 = time.perf_counter()
     frames = generate(pipe, clip, **preset_kwargs())
     seconds = time.perf_counter() - t0

@@ -307,7 +307,8 @@ def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float,
     else:
         verdict = ("The model does **not** beat " + " or ".join(
             f"the {b.replace('_', '-')} baseline" for b, ok in beats.items() if not ok) + " on both metrics yet.")
-    verdict += " `tests/test_tiny_model.py` re-checks on other held-out clips that it beats the untrained model."
+    verdict += (" `tests/test_tiny_model.py` recomputes this table's model and repeat-the-reference rows, and checks on"
+                " other held-out clips that the model beats the untrained one.")
 
     exts = recipe.get("extensions", [])
 
