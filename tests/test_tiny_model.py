@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from xdyna_core.train.tiny_recipe import _native_size as native_size  # (height, width) of the model
+
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "tiny-xdyna"
 
 
@@ -32,18 +34,12 @@ def test_folder_is_small_and_documented(pipe):
     assert pipe.controlnet_face is not None
 
 
-def _native(pipe):
-    s = pipe.unet.config.sample_size
-    h, w = (s[0], s[1]) if isinstance(s, (list, tuple)) else (s, s)
-    return h * pipe.vae_scale_factor, w * pipe.vae_scale_factor
-
-
 def test_beats_the_untrained_model_on_heldout_clips(pipe):
     """Training worked: on held-out clips the shipped model is better than the same model with
     its stage-1/2 modules at their initial values, in PSNR and in pose following."""
     from xdyna_core.train.evaluate import evaluate, heldout_clips
 
-    h, w = _native(pipe)
+    h, w = native_size(pipe)
     # clips 100.. : not the ones in the model card (0..7), same held-out split
     clips = heldout_clips(2, num_frames=16, height=h, width=w, first_seed=100)
     # generated with the app's settings for this model (presets/tiny-offline.yaml)
@@ -61,7 +57,7 @@ def test_card_numbers_reproduce_and_beat_repeating_the_reference_in_psnr(pipe):
 
     metrics = json.loads((ASSET / "metrics.json").read_text())
     card = (ASSET / "README.md").read_text()
-    h, w = _native(pipe)
+    h, w = native_size(pipe)
     clips = heldout_clips(metrics["num_clips"], num_frames=metrics["num_frames"], height=h, width=w)
     res = evaluate(pipe, clips, metrics["call_kwargs"], with_untrained=False, log=lambda *_: None)["summary"]
     for key in ("trained", "repeat_reference"):
@@ -85,7 +81,7 @@ def test_16_frames_on_this_cpu_in_under_a_minute(pipe):
     more carefully for the README)."""
     from xdyna_core.train.evaluate import generate, heldout_clips, preset_kwargs
 
-    h, w = _native(pipe)
+    h, w = native_size(pipe)
     clip = heldout_clips(1, num_frames=16, height=h, width=w, first_seed=200)[0]
     t0 = time.perf_counter()
     frames = generate(pipe, clip, **preset_kwargs())

@@ -91,10 +91,7 @@ def train(out: str, minutes: float, profile: str = "cpu", device: str | None = N
     workers = _workers(p["num_workers"])
     if profile == "gpu" and not (out / "stage0" / "summary.json").is_file():
         print(f"preflight ok in {preflight(out / 'preflight', device, p['mixed_precision'], workers):.0f} s", flush=True)
-    common = {"device": device, "data.num_workers": workers, "validation.every_steps": 0,
-              "log_every_steps": 100,
-              "mixed_precision": p["mixed_precision"],
-              "checkpointing_steps": p["checkpointing_steps"], "lr_warmup_steps": p["warmup"]}
+    common = _common_overrides(p, device)
     if size:
         h, w = (int(v) for v in size.lower().split("x"))
         common.update({"data.height": h, "data.width": w})
@@ -127,6 +124,13 @@ def train(out: str, minutes: float, profile: str = "cpu", device: str | None = N
         "wall_seconds": round(time.time() - t_total, 1), "device": summaries["1"].get("device"), "stages": summaries,
     }
     return _publish(out, out / "stage2" / "model", recipe)
+
+
+def _common_overrides(p: dict, device: str | None) -> dict:
+    """Config overrides every stage of a recipe run shares (from a profile of PROFILES)."""
+    return {"device": device, "data.num_workers": _workers(p["num_workers"]), "validation.every_steps": 0,
+            "log_every_steps": 100, "mixed_precision": p["mixed_precision"],
+            "checkpointing_steps": p["checkpointing_steps"], "lr_warmup_steps": p["warmup"]}
 
 
 def _command() -> str:
@@ -182,11 +186,9 @@ def extend(out: str, minutes: float, profile: str = "cpu", device: str | None = 
     exts = recipe.setdefault("extensions", [])
     k = len(exts) + 1
     prev = out / ("stage1" if k == 1 else f"stage1_r{k - 1}") / "model"
-    common = {"device": device, "data.num_workers": _workers(p["num_workers"]), "validation.every_steps": 0,
-              "log_every_steps": 100, "mixed_precision": p["mixed_precision"],
-              "checkpointing_steps": p["checkpointing_steps"], "lr_warmup_steps": p["warmup"],
-              "train_batch_size": p["train_batch_size"], "learning_rate": learning_rate, "max_steps": 10**7,
-              "data.windows_per_clip": p["windows_per_clip"], "data.human.clip_frames": p["clip_frames"]}
+    common = {**_common_overrides(p, device), "train_batch_size": p["train_batch_size"], "learning_rate": learning_rate,
+              "max_steps": 10**7, "data.windows_per_clip": p["windows_per_clip"],
+              "data.human.clip_frames": p["clip_frames"]}
     # The first run's data sizes (e.g. --size) carry over.
     d1 = recipe["stages"]["1"]["config"]["data"]
     common.update({"data.height": d1["height"], "data.width": d1["width"]})
