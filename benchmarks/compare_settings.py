@@ -36,7 +36,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script from anywhere in the repository
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xdyna_core.errors import InputError, XDynaError  # noqa: E402
+from xdyna_core.cli import run_command  # noqa: E402
+from xdyna_core.errors import InputError  # noqa: E402
 
 SETTING_KEYS = (
     "num_inference_steps", "guidance_scale", "adapter_scale", "pose_conditioning_scale", "face_conditioning_scale",
@@ -234,12 +235,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except XDynaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_main, build_parser().parse_args(argv))
 
 
 def _main(args) -> int:

@@ -40,7 +40,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from xdyna_core.errors import InputError, XDynaError  # noqa: E402
+from xdyna_core.cli import run_command  # noqa: E402
+from xdyna_core.errors import InputError  # noqa: E402
 
 DEFAULT_SEQUENCES = "335-340"
 TIKTOK_FPS = 30.0
@@ -131,12 +132,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _main(args)
-    except XDynaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_main, build_parser().parse_args(argv))
 
 
 def _main(args) -> int:

@@ -15,17 +15,11 @@ from xdyna_core.eval.testing import TINY_SIZES, tiny_backbones
 from xdyna_core.eval.weights import WEIGHTS, find_weights, load_state_dict, resolve_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny networks: one thread is much faster than two on a shared, busy CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
-def nets(_one_thread):
+def nets(one_thread):
     return tiny_backbones(seed=0)
 
 

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import skimage.data
-import torch
 from PIL import Image
 
 from xdyna_core.errors import InputError, MissingWeightsError
@@ -20,16 +19,11 @@ from xdyna_core.io import write_video
 ALL = ("l1", "psnr", "ssim", "lpips", "fid", "fvd", "cdfvd", "dtfvd", "face-cos", "face-det")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")
-def nets(tmp_path_factory, _one_thread):
+def nets(tmp_path_factory, one_thread):
     onnx_path = tiny_face_onnx(tmp_path_factory.mktemp("face") / "face.onnx")
     return {**tiny_backbones(seed=0), "face-embedder": OnnxFaceEmbedder(onnx_path), "face-detector": FaceDetector()}
 

@@ -26,16 +26,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(func, args) -> int:
+    """Run ``func(args)`` as a command line program: an `XDynaError` (bad input, missing weights)
+    prints one ``error: ...`` line and exits 2, Ctrl-C exits 130; no traceback for either.
+    Also used by the scripts in `benchmarks/`."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except XDynaError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":
