@@ -390,7 +390,7 @@ def build_demo() -> gr.Blocks:
                     adapter_scale = gr.Slider(0.0, 4.0, value=p["adapter_scale"], step=0.05,
                                               label="Look like my photo", elem_id="adapter",
                                               info="How strongly every frame copies the look of your photo "
-                                                   "(1 = the paper's; the small built-in model needs about 2.5). Lower lets hair, clothes and background "
+                                                   "(1 = the paper's; the small built-in model needs about 3.5). Lower lets hair, clothes and background "
                                                    "move more freely.")
                     guidance_scale = gr.Slider(0.0, 15.0, value=p["guidance_scale"], step=0.5,
                                                label="Follow the photo and prompt", elem_id="guidance",

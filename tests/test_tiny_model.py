@@ -40,7 +40,7 @@ def test_beats_the_untrained_model_on_heldout_clips(pipe):
     from xdyna_core.train.evaluate import evaluate, heldout_clips
 
     h, w = native_size(pipe)
-    # clips 100.. : not the ones in the model card (0..7), same held-out split
+    # clips 100.. : not the ones in the model card (0..15), same held-out split
     clips = heldout_clips(2, num_frames=16, height=h, width=w, first_seed=100)
     # generated with the app's settings for this model (presets/tiny-offline.yaml)
     res = evaluate(pipe, clips, log=lambda *_: None)["summary"]

@@ -314,8 +314,7 @@ def model_card(recipe: dict, res: dict, height: int, width: int, size_mb: float,
         d = np.array([a["pose_iou"] - b["pose_iou"] for a, b in zip(per["trained"], per["repeat_reference"])])
         se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
         verdict += (f" Per clip, the model's pose IoU is above repeat-the-reference's on {int((d > 0).sum())} of {len(d)}"
-                    f" clips (mean difference {d.mean():+.3f}, standard error {se:.3f}): in pose following the two"
-                    " are close; the repeated photo wins on clips with little motion.")
+                    f" clips (mean difference {d.mean():+.3f}, standard error {se:.3f}).")
     verdict += (" `tests/test_tiny_model.py` recomputes this table's model and repeat-the-reference rows (and checks the"
                 " model is above that baseline on both metrics), and checks on other held-out clips that the model"
                 " beats the untrained one.")
