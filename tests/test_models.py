@@ -188,7 +188,7 @@ def test_adapter_scale_zero_equals_zero_initialised_adapter(tiny_unet):
 
 
 def test_dynamics_adapter_formula():
-    """attn1 = SD self-attention + W_O' MHA(W_Q' x, W_K x0, W_V x0) + b_O' (semantics §12)."""
+    """attn1 = SD self-attention + W_O' MHA(W_Q' x, W_K x0, W_V x0) + b_O' (docs/official-behaviour.md §12)."""
     torch.manual_seed(0)
     attn = randomize_(DynamicsAdapterAttention(16, heads=2)).eval()
     batch, frames, length = 2, 3, 5

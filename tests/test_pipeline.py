@@ -162,7 +162,7 @@ def _official_windows_literal(n, offset):
 
 
 def _official_reference(pipe, photo, pose, faces, steps, offsets, noise, seed, blur, cfg=7.5):
-    """The official sampling loop written out literally from the semantics file
+    """The official sampling loop written out literally from docs/official-behaviour.md
     (§17-§30): whole-clip control normalisation, ControlNets on both CFG halves,
     sum/count window averaging, DDIM on frames 1.. . `photo` is already H×W."""
     g = torch.Generator().manual_seed(seed)

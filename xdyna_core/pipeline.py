@@ -2,7 +2,7 @@
 images, as a diffusers `DiffusionPipeline`.
 
 By default every numeric step follows the official X-Dyna inference
-(`/shared/reference/official_semantics.md`, cited below as §n): text and
+(`docs/official-behaviour.md`, cited below as §n; each rule there names the official file and function): text and
 IP-Adapter-Plus tokens (§21-23), reference latent = seeded VAE posterior sample
 (§24), reference-mixed latent initialisation (§26), DDIM with the official
 linear betas (§25), frame 0 = clean reference latent that is never updated

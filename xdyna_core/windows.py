@@ -6,7 +6,7 @@ overlapping windows are averaged at every step (AnimateDiff-style "context
 windows"; X-Dyna paper §4 "long video generation" / official
 `animatediff/utils/context.py`). Two schedules:
 
-- `official_windows`: the official closed-loop `uniform` schedule (semantics
+- `official_windows`: the official closed-loop `uniform` schedule (docs/official-behaviour.md
   §28). Windows wrap around the clip end, so the motion module sees the last
   frames followed directly by the first ones; predictions are averaged with
   equal weights.
@@ -34,7 +34,7 @@ def _check(num_frames: int, window_size: int, overlap: int) -> None:
 
 
 def official_windows(num_frames: int, window_size: int = 16, overlap: int = 4, offset: int = 0) -> List[List[int]]:
-    """Official X-Dyna closed-loop window schedule (semantics §28).
+    """Official X-Dyna closed-loop window schedule (docs/official-behaviour.md §28).
 
     The official pipeline calls `uniform(step=0, context_stride=1,
     closed_loop=True, offset)`: if `num_frames <= window_size` there is one

@@ -1,6 +1,6 @@
 """Load the official X-Dyna release files, strictly, and fetch them with huggingface_hub.
 
-The official files and what the official script does with them (reference semantics §1-5):
+The official files and what the official script does with them (docs/official-behaviour.md §1-5):
 
 - ``unet-checkpoint-epoch-5.ckpt``, ``controlnet-checkpoint-epoch-5.ckpt``,
   ``controlnet-face-checkpoint-epoch-2.ckpt`` (hub ``Boese0601/X-Dyna``): pickled dicts; if a

@@ -57,7 +57,7 @@ def frame_pooled_group_norm(x: torch.Tensor, norm: nn.GroupNorm, num_frames: int
     """GroupNorm of ``[(B N), C, h, w]`` whose statistics pool all N frames of each sample.
 
     Equal to ``nn.GroupNorm`` applied to the un-folded ``[B, C, N, h, w]`` tensor (official
-    semantics §10): mean and variance per (sample, group) over C/G channels x N x h x w.
+    docs/official-behaviour.md §10): mean and variance per (sample, group) over C/G channels x N x h x w.
     Statistics are computed in float32.
     """
     bn, c, h, w = x.shape

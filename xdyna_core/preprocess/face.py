@@ -3,7 +3,7 @@
 The paper trains the S-Face ControlNet on face patches "reinserted at the original position, with
 other pixels masked as blank"; at inference the patches are cropped straight from the driving
 frame. We reproduce the official inference construction (``extract_local_feature_from_single_img``;
-reference/official_semantics.md §37-40) on 68 iBUG landmarks:
+docs/official-behaviour.md §37-40) on 68 iBUG landmarks:
 
 - box: landmark extent (x_min, y_min, x_max, y_max), centre (cx, cy), L = max(width, height);
   ``[int(cx - 1.35L), int(cy - 1.25L), int(cx + 1.35L), int(cy + 1.45L)]`` (int truncates toward

@@ -62,7 +62,7 @@ def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: Opti
 
 def encode_latents(vae, images: torch.Tensor, generator: Optional[torch.Generator] = None, chunk: int = 64) -> torch.Tensor:
     """[N, 3, H, W] in [-1, 1] -> VAE posterior *sample* x scaling factor (as the pipeline
-    encodes its reference, official semantics §24)."""
+    encodes its reference, docs/official-behaviour.md §24)."""
     out = []
     for s in range(0, images.shape[0], chunk):
         x = images[s : s + chunk].to(_dtype(vae))
@@ -83,7 +83,7 @@ def image_diffusion_loss(unet2d, latents: torch.Tensor, text: torch.Tensor, alph
 
 def normalize_controls(pose_u8: torch.Tensor, face_u8: Optional[torch.Tensor] = None):
     """Per clip, exactly as the pipeline: x/255*2-1 then min-max over the clip (official
-    semantics §18, ``pipeline.control_range`` / ``pipeline.normalize_control``); the face's
+    docs/official-behaviour.md §18, ``pipeline.control_range`` / ``pipeline.normalize_control``); the face's
     local and global streams are normalised separately.
 
     pose_u8 [B, F, H, W, 3], face_u8 [B, F, H, W, 6] (uint8) -> float [B*F, 3 | 6, H, W]."""
@@ -101,7 +101,7 @@ def normalize_controls(pose_u8: torch.Tensor, face_u8: Optional[torch.Tensor] = 
 
 def controlnet_residuals(controlnet, noisy_frames: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
                          cond: torch.Tensor, num_frames: int, scale: float = 1.0):
-    """A ControlNet on the noisy frames, folded ``(b f)`` (official semantics §17): text-only
+    """A ControlNet on the noisy frames, folded ``(b f)`` (docs/official-behaviour.md §17): text-only
     context, same timestep for every frame of a sample. Returns 5-D residuals
     [B, C, F, h', w'] (the UNet gives frame 0, the reference, a zero residual)."""
     bf = noisy_frames.shape[0]
@@ -127,7 +127,7 @@ def predict_noise(unet, ref_latents: torch.Tensor, noisy: torch.Tensor, t: torch
     """The X-Dyna UNet's noise prediction for the noisy frames, in the pipeline's layout.
 
     ref_latents [B, 4, h, w] (clean reference: frame 0, same timestep as the clip, official
-    semantics §7), noisy [B, 4, F, h, w], t [B], context [B, 77 + 16, D] (text + IP tokens),
+    docs/official-behaviour.md §7), noisy [B, 4, F, h, w], t [B], context [B, 77 + 16, D] (text + IP tokens),
     controlnets: list of (controlnet, cond [B*F, C, H, W]) whose residuals are summed (§19),
     text [B, 77, D] (ControlNets see text only, §17). Returns eps [B, 4, F, h, w]: frame 0's
     prediction is dropped, as the pipeline drops it (§16)."""

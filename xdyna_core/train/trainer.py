@@ -101,7 +101,7 @@ class VideoObjective(nn.Module):
 
     @torch.no_grad()
     def clip_hidden_states(self, reference: torch.Tensor):
-        """Penultimate CLIP hidden states of each reference image (as the pipeline, §22), and of
+        """Penultimate CLIP hidden states of each reference image (as the pipeline, docs/official-behaviour.md §22), and of
         the all-zero normalised pixel tensor (the pipeline's unconditional image, §23)."""
         import PIL.Image
 
