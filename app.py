@@ -1,11 +1,12 @@
 """X-Dyna Studio: animate a photo of a person with the motion of a driving clip.
 
-Gradio Blocks UI, wiring only: every decision about models, limits, files and progress lives
-in `xdyna_core.studio`. Heavy libraries (torch, diffusers, mediapipe) load on first use (and
-in a background warm-up after the page is served), so `python app.py` is up in seconds.
+Gradio Blocks UI, wiring only: the engine (`xdyna_core.animate`: settings, extraction, models,
+generation, writing) does the work, and the page's words and choices live in `app_view.py`.
+The same photo, clip, settings and seed give the same video here as with `xdyna animate` and
+Python's `xdyna_core.animate`.
 
 Hosting: `python app.py` honours GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and GRADIO_SHARE;
-XDYNA_* variables set the model and the limits (see `xdyna_core/studio.py`). On a Hugging
+XDYNA_* variables set the model and the limits (see `xdyna_core/limits.py`). On a Hugging
 Face ZeroGPU Space the generation runs under `spaces.GPU` when the package is installed.
 """
 
@@ -19,21 +20,25 @@ import signal
 import sys
 import threading
 
-import gradio as gr
+import gradio as gr  # the UI library: only this file and the browser tests import it
 
-from xdyna_core import studio
+import app_view as view
+from xdyna_core import resources, runtime
+from xdyna_core.animate import animate as run_animation
+from xdyna_core.animate import WINDOW_SIZE, resolve_settings, save_side_by_side, save_video
 from xdyna_core.errors import Cancelled, InputError, XDynaError
+from xdyna_core.limits import Workspace, check_clip, check_photo, limits_from_env
 
 log = logging.getLogger("xdyna.app")
 
-LIMITS = studio.limits_from_env()
-WORKSPACE = studio.Workspace(max_age_s=LIMITS.temp_max_age_s)
-MODELS = studio.ModelManager()
+LIMITS = limits_from_env()
+WORKSPACE = Workspace(max_age_s=LIMITS.temp_max_age_s)
+MODELS = runtime.MODELS
 _CANCEL: dict = {}  # session -> threading.Event that the running job checks at every step
 _CANCEL_LOCK = threading.Lock()
 
 try:  # Hugging Face Spaces: on ZeroGPU a GPU is attached only while a decorated call runs
-    import spaces
+    import spaces  # optional: only installed on Hugging Face Spaces
 
     _on_gpu = spaces.GPU(duration=LIMITS.gpu_duration_s)
 except ImportError:
@@ -112,8 +117,8 @@ def _forget_session(request: gr.Request):
 
 
 def _friendly_errors(fn):
-    """Show people a message, never a traceback: our own errors say what to do; anything
-    unexpected is logged in full and summarised in one sentence."""
+    """Show people a message, never a traceback: our own errors say what to do (in the page's
+    words); anything unexpected is logged in full and summarised in one sentence."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -125,7 +130,7 @@ def _friendly_errors(fn):
             raise gr.Error("Stopped — nothing was saved. Change settings and press Animate again.",
                            title="Stopped", print_exception=False) from None
         except InputError as err:
-            raise gr.Error(str(err), title="Please check your input", print_exception=False) from None
+            raise gr.Error(view.in_words(str(err)), title="Please check your input", print_exception=False) from None
         except XDynaError as err:
             raise gr.Error(str(err), title="Cannot do that here", print_exception=False) from None
         except Exception as err:  # noqa: BLE001 - last line of defence for people
@@ -139,12 +144,6 @@ def _friendly_errors(fn):
 
 def _progress_fn(progress: gr.Progress):
     return lambda frac, text: progress(frac, desc=text)
-
-
-def _motion_settings(resolution: str, fps: str, max_frames, retarget: str) -> studio.MotionSettings:
-    width, height = studio.parse_resolution(resolution)
-    return studio.MotionSettings(height=height, width=width, fps=studio.parse_fps(fps),
-                                 max_frames=int(max_frames), retarget=retarget).validate(LIMITS)
 
 
 # --------------------------------------------------------------------------------------
@@ -167,22 +166,21 @@ def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request:
     Returns:
         skeleton video, face-patch video, the first fitted skeleton drawn over the photo, facts (markdown).
     """
-    settings = _motion_settings(resolution, fps, max_frames, retarget)
+    settings = view.motion_settings(resolution, fps, max_frames, retarget, LIMITS)
     cancel = _new_cancel_event(request)
-    ex = studio.extract(photo, driving_clip, settings, limits=LIMITS, workdir=WORKSPACE.new_job("extract"),
-                        progress=_progress_fn(progress), cancel=cancel)
+    ex = view.extract_with_previews(photo, driving_clip, settings, limits=LIMITS, workdir=WORKSPACE.new_job("extract"),
+                                    report=_progress_fn(progress), cancel=cancel)
     for text in ex.warnings:
         gr.Warning(text)
     return str(ex.skeleton_video), str(ex.face_video), ex.overlay, ex.facts, ex
 
 
 @_on_gpu
-def _generate(extracted, settings, model_choice, progress=None, cancel=None):
-    """The part that needs the GPU (under `spaces.GPU` on ZeroGPU): load the model, generate.
-    Returns plain data (label, frames, seconds), which can cross ZeroGPU's process boundary."""
-    model = MODELS.get(model_choice, progress=progress)
-    frames, seconds = studio.generate(extracted, settings, model, progress=progress, cancel=cancel)
-    return model.label, frames, seconds
+def _generate(photo, motion, settings, report=None, cancel=None):
+    """The part that needs the GPU (under `spaces.GPU` on ZeroGPU): the engine's `animate` on an
+    extracted motion. Its result is plain data, which can cross ZeroGPU's process boundary."""
+    return run_animation(photo, motion, settings, models=MODELS, limits=LIMITS,
+                         progress=view.progress_sentences(report, 0.0, 0.95), cancel=cancel)
 
 
 @_friendly_errors
@@ -210,44 +208,49 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         seed: random seed; the same seed and settings give the same video.
         window_overlap: frames shared by consecutive 16-frame windows (0-8).
         window_schedule: "blend" (non-looping windows) or "official" (the official closed loop).
-        preset: optional preset name (presets/*.yaml) whose options without a widget (sampler,
-            guidance truncation, DeepCache, ...) are applied; the values above still win.
+        preset: optional preset name (presets/*.yaml; default: the model's own) whose options without
+            a widget (sampler, strength, guidance truncation, DeepCache, ...) are applied; the values
+            above still win.
     Returns:
         generated video, side-by-side video (driving | skeleton | generated), both mp4 files, status (markdown),
         and the four previews of /extract.
     """
-    motion_settings = _motion_settings(resolution, fps, max_frames, retarget)
-    settings = studio.GenerationSettings(
-        prompt=prompt or "", negative_prompt=negative_prompt or "", num_inference_steps=int(steps),
-        guidance_scale=float(guidance_scale), adapter_scale=float(adapter_scale),
-        pose_conditioning_scale=float(pose_strength), face_conditioning_scale=float(face_strength),
-        seed=int(seed), window_overlap=int(window_overlap), window_schedule=window_schedule,
-        extra=studio.preset_extras(preset)).validate(LIMITS)
-    studio.check_model(model)  # before any work: no GPU for official X-Dyna is said at once
+    motion_settings = view.motion_settings(resolution, fps, max_frames, retarget, LIMITS)
+    if model not in (runtime.MODEL_TINY, runtime.MODEL_OFFICIAL):
+        raise InputError(f"Unknown model {model!r}; choose the embedded tiny model or official X-Dyna.")
+    settings = resolve_settings(
+        model=model, preset=preset or None, size=motion_settings.size, fps=motion_settings.fps,
+        max_frames=motion_settings.max_frames, retarget=motion_settings.retarget, prompt=prompt or "",
+        negative_prompt=negative_prompt or "", num_inference_steps=steps, guidance_scale=guidance_scale,
+        adapter_scale=adapter_scale, pose_conditioning_scale=pose_strength,
+        face_conditioning_scale=face_strength, seed=seed, window_overlap=window_overlap,
+        window_schedule=window_schedule).validate(LIMITS)
+    runtime.check_model(settings.model)  # before any work: no GPU for official X-Dyna is said at once
     cancel = _new_cancel_event(request)
     report = _progress_fn(progress)
 
     extracted, previews = motion_state, [gr.skip()] * 4
-    key = studio.extraction_key(studio.check_photo(photo, LIMITS), studio.check_clip(driving_clip, LIMITS)[0],
-                                motion_settings)
+    key = view.extraction_key(check_photo(photo, LIMITS), check_clip(driving_clip, LIMITS)[0], motion_settings)
     reused = extracted is not None and extracted.key == key
     if not reused:
-        extracted = studio.extract(photo, driving_clip, motion_settings, limits=LIMITS,
-                                   workdir=WORKSPACE.new_job("extract"), progress=report, cancel=cancel)
+        extracted = view.extract_with_previews(photo, driving_clip, motion_settings, limits=LIMITS,
+                                               workdir=WORKSPACE.new_job("extract"), report=report, cancel=cancel)
         previews = [str(extracted.skeleton_video), str(extracted.face_video), extracted.overlay, extracted.facts]
         for text in extracted.warnings:
             gr.Warning(text)
 
     if ZERO_GPU:
         report(0.05, "Waiting for a GPU (ZeroGPU); progress shows again when the video is ready")
-        label, frames, seconds = _generate(extracted, settings, model)
+        result = _generate(photo, extracted.motion, settings)
     else:
-        label, frames, seconds = _generate(extracted, settings, model, report, cancel)
-    result = studio.save_animation(extracted, frames, seconds, settings.seed, workdir=WORKSPACE.new_job("animate"),
-                                   progress=report)
-    status = studio.describe_result(result, label, reused, settings.extra)
-    return (str(result.video), str(result.side_by_side), [str(result.video), str(result.side_by_side)],
-            status, *previews, extracted)
+        result = _generate(photo, extracted.motion, settings, report, cancel)
+    workdir = WORKSPACE.new_job("animate")
+    report(0.95, "Saving the video")
+    video = save_video(result, workdir / f"xdyna_seed{result.seed}.mp4")
+    side = save_side_by_side(result, workdir / f"xdyna_seed{result.seed}_side_by_side.mp4")
+    report(1.0, "Done")
+    status = view.describe_result(result, view.model_label(model), reused, result.timings.get("generate", 0.0))
+    return (str(video), str(side), [str(video), str(side)], status, *previews, extracted)
 
 
 def clip_uploaded(driving_clip):
@@ -255,11 +258,11 @@ def clip_uploaded(driving_clip):
     if not driving_clip:
         return "*Facts about your clip appear here after step 1.*"
     try:
-        path, info = studio.check_clip(driving_clip, LIMITS)
+        path, info = check_clip(driving_clip, LIMITS)
     except XDynaError as err:
         gr.Warning(str(err), title="This clip cannot be used")
         return f"**This clip cannot be used:** {err}"
-    return studio.describe_clip(path, info)
+    return view.describe_clip(path, info)
 
 
 def photo_uploaded(photo):
@@ -267,7 +270,7 @@ def photo_uploaded(photo):
     Gradio reads them (`_friendly_photo_reading`)."""
     if photo:
         try:
-            studio.check_photo(photo, LIMITS)
+            check_photo(photo, LIMITS)
         except XDynaError as err:
             gr.Warning(str(err), title="This photo cannot be used")
 
@@ -284,7 +287,7 @@ def cancel(request: gr.Request = None):
 def system_info(model_choice):
     """Device, precision and memory of this server, and what the chosen model means here."""
     try:
-        return studio.describe_system(model_choice, MODELS)
+        return view.describe_system(model_choice, MODELS)
     except Exception:  # noqa: BLE001 - an info line must never break the page
         log.exception("system info failed")
         return "Device information is not available."
@@ -296,13 +299,13 @@ PRESET_FIELDS = ("resolution", "guidance_scale", "adapter_scale", "pose_strength
 
 def apply_preset(name, model_choice):
     """Set the settings from a preset file in presets/ (the model stays as chosen)."""
-    p = studio.preset_values(name, LIMITS, model_choice)
+    p = view.preset_values(name, LIMITS, model_choice)
     return [p[k] for k in PRESET_FIELDS]
 
 
 def model_changed(model_choice):
     """A new model brings its own preset (its size, steps and guidance) and system line."""
-    name = studio.preset_for_model(model_choice)
+    name = view.preset_for_model(model_choice)
     return [system_info(model_choice), name, *apply_preset(name, model_choice)]
 
 
@@ -312,19 +315,19 @@ def model_changed(model_choice):
 
 
 def build_demo() -> gr.Blocks:
-    model_default = studio.default_model_choice()
-    preset_default = studio.preset_for_model(model_default)
-    p = studio.preset_values(preset_default, LIMITS, model_default)
-    sizes = [studio.native_size(c) for _, c in studio.model_choices()]
+    model_default = runtime.default_model_choice()
+    preset_default = view.preset_for_model(model_default)
+    p = view.preset_values(preset_default, LIMITS, model_default)
+    sizes = [view.native_size_of(c) for _, c in view.model_choices()]
 
     with gr.Blocks(title="X-Dyna Studio — make a photo dance",
                    delete_cache=(600, int(LIMITS.temp_max_age_s))) as demo:
         gr.Markdown(INTRO, elem_id="title")
         with gr.Row(equal_height=True):
-            model = gr.Dropdown(studio.model_choices(), value=model_default, label="Model", elem_id="model",
+            model = gr.Dropdown(view.model_choices(), value=model_default, label="Model", elem_id="model",
                                 info="The tiny model runs anywhere in seconds but looks rough; official X-Dyna "
                                      "gives the real quality on a big GPU.", scale=3)
-            preset = gr.Dropdown(studio.preset_choices(), value=preset_default, label="Quality preset",
+            preset = gr.Dropdown(view.preset_choices(), value=preset_default, label="Quality preset",
                                  elem_id="preset", scale=2,
                                  info="Fills in all the settings below; you can still change any of them.")
         sysinfo = gr.Markdown("Checking this machine…", elem_id="system")
@@ -334,31 +337,31 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Row():
-                    photo = gr.Image(type="filepath", label="Photo of a person", elem_id="photo",
+                    photo = gr.Image(type="filepath", image_mode=None, label="Photo of a person", elem_id="photo",
                                      sources=["upload", "clipboard"], height=320)
                     _friendly_photo_reading(photo)
                     clip = gr.Video(label="Driving clip (the dance)", elem_id="clip",
                                     sources=["upload"], height=320)
                 gr.Markdown(HOW_TO + f" Up to {LIMITS.max_upload_mb:.0f} MB and "
                             f"{LIMITS.max_clip_seconds:.0f} s per file.", elem_id="howto")
-                examples = studio.example_pairs()
+                examples = view.example_pairs()
                 if examples:
                     gr.Examples(examples, inputs=[photo, clip], label="Or start from an example (click one)",
                                 elem_id="examples", cache_examples=False)
                 with gr.Accordion("Motion settings", open=True):
                     with gr.Row():
-                        resolution = gr.Dropdown(studio.resolution_choices(LIMITS, extra=sizes), value=p["resolution"],
+                        resolution = gr.Dropdown(view.resolution_choices(LIMITS, extra=sizes), value=p["resolution"],
                                                  label="Video size (width × height)", elem_id="resolution",
                                                  info="Bigger is sharper but slower. The tiny model was made "
                                                       "for small sizes.")
-                        fps = gr.Dropdown(studio.fps_choices(), value=studio.DEFAULT_FPS, label="Frame rate",
+                        fps = gr.Dropdown(view.fps_choices(), value=view.DEFAULT_FPS, label="Frame rate",
                                           elem_id="fps", info="Fewer frames per second = faster, choppier.")
                     with gr.Row():
-                        max_frames = gr.Slider(1, LIMITS.max_frames, value=min(studio.DEFAULT_FRAMES, LIMITS.max_frames), step=1,
+                        max_frames = gr.Slider(1, LIMITS.max_frames, value=min(view.DEFAULT_FRAMES, LIMITS.max_frames), step=1,
                                                label="Frames to animate", elem_id="max_frames",
                                                info=f"Only the start of the clip is used (up to "
                                                     f"{LIMITS.max_frames} frames on this server).")
-                        retarget = gr.Radio(studio.retarget_choices(), value="global", label="Fit the movement "
+                        retarget = gr.Radio(view.retarget_choices(), value="global", label="Fit the movement "
                                             "to my photo", elem_id="retarget",
                                             info="Whole body: resize and move the dancer to your person. "
                                                  "Limb by limb: also match arm and leg lengths. Off: copy as is.")
@@ -412,11 +415,11 @@ def build_demo() -> gr.Blocks:
                                                  elem_id="negative_prompt", lines=1,
                                                  info="Only used when 'Follow the photo and prompt' is 1 or more.")
                     with gr.Row():
-                        window_overlap = gr.Slider(0, studio.WINDOW_SIZE // 2, value=p["window_overlap"], step=1,
+                        window_overlap = gr.Slider(0, WINDOW_SIZE // 2, value=p["window_overlap"], step=1,
                                                    label="Smooth joins in long videos", elem_id="overlap",
-                                                   info=f"Videos are made {studio.WINDOW_SIZE} frames at a time; "
+                                                   info=f"Videos are made {WINDOW_SIZE} frames at a time; "
                                                         "frames shared between pieces hide the seams (slower).")
-                        window_schedule = gr.Radio(studio.window_schedule_choices(), value=p["window_schedule"],
+                        window_schedule = gr.Radio(view.window_schedule_choices(), value=p["window_schedule"],
                                                    label="How the pieces join", elem_id="window_schedule",
                                                    info="Blend suits most clips. Official reproduces the "
                                                         "paper's code, which loops the end back to the start.")
@@ -474,7 +477,7 @@ def launch(demo: gr.Blocks | None = None, **overrides):
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         share=os.environ.get("GRADIO_SHARE", "").lower() in ("1", "true", "yes"),
         max_file_size=int(LIMITS.max_upload_mb * 1024**2),
-        allowed_paths=[str(studio.EXAMPLES_DIR)],
+        allowed_paths=[str(resources.examples_dir())],
         css=CSS,
         theme=gr.themes.Soft(),
     )
@@ -490,7 +493,7 @@ def main():
     launch(demo, prevent_thread_lock=True)
     if os.environ.get("XDYNA_WARMUP", "1") != "0":
         # Import torch/diffusers and load the default model while the visitor picks files.
-        threading.Thread(target=studio.warm_up, args=(MODELS, studio.default_model_choice()), daemon=True).start()
+        threading.Thread(target=view.warm_up, args=(MODELS, runtime.default_model_choice()), daemon=True).start()
     demo.block_thread()
 
 

@@ -15,3 +15,7 @@ class MissingWeightsError(XDynaError, FileNotFoundError):
 
 class Cancelled(XDynaError):
     """A long job was interrupted by its progress callback (the user pressed Cancel)."""
+
+
+class ModelUnavailable(XDynaError):
+    """The chosen model cannot run here (no GPU, not enough memory, offline, not a model folder)."""

@@ -35,6 +35,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..sizes import parse_size
 
 DEFAULT_SIZE = (896, 512)  # (height, width) of the official launchers
 # Margins around the keypoint box, as fractions of its height: left, top, right, bottom.
@@ -45,24 +46,9 @@ DEFAULT_MAX_PAD = 0.25  # at most this fraction of the canvas (per axis) may be 
 
 
 def check_size(size) -> Tuple[int, int]:
-    """(height, width) of the generation canvas; both multiples of 64 (the VAE and UNet need /8 and
-    the UNet's three downsamplings of the latent need /64 for whole feature maps)."""
-    if isinstance(size, str):
-        text = size.lower().replace("×", "x").replace(",", "x")
-        try:
-            h, w = (int(v) for v in text.split("x"))
-        except ValueError:
-            raise InputError(f"size must look like 896x512 (height x width), got {size!r}") from None
-    else:
-        try:
-            h, w = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise InputError(f"size must be (height, width), got {size!r}") from None
-    if h <= 0 or w <= 0 or h % 64 or w % 64:
-        raise InputError(f"size {h}x{w} (height x width) must be positive multiples of 64, e.g. 896x512, 768x512, 512x512")
-    if h * w > 2048 * 2048:
-        raise InputError(f"size {h}x{w} is larger than 2048x2048")
-    return h, w
+    """(height, width) of the generation canvas from a (height, width) pair or a "WIDTHxHEIGHT"
+    string (`xdyna_core.sizes`: one convention, one rule: multiples of 64)."""
+    return parse_size(size)
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ class Motion:
             "frames": self.num_frames,
             "fps": round(float(self.fps), 3),
             "duration_s": round(self.duration, 3),
-            "size": f"{self.height}x{self.width}",
+            "size": f"{self.width}x{self.height}",  # as people write sizes: WIDTHxHEIGHT
             "frames_without_person": int((~self.person_found).sum()),
             "frames_without_face": int((~self.face_found).sum()),
             "retarget": self.retarget,
@@ -231,8 +231,8 @@ def _savez_fast(path, arrays: dict) -> None:
 
 
 def default_cache_dir() -> Path:
-    """`$XDYNA_CACHE/motion`, default `~/.cache/xdyna/motion`."""
-    root = os.environ.get("XDYNA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "xdyna")
+    """`$XDYNA_CACHE_DIR/motion`, default `~/.cache/xdyna/motion` (one cache for every front door)."""
+    root = os.environ.get("XDYNA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "xdyna")
     return Path(root) / "motion"
 
 
