@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -440,7 +441,7 @@ def test_cli_animate_end_to_end(cli_files, tmp_path):
     out = tmp_path / "out" / "anim.mp4"
     rc = main(["animate", "--image", str(d / "photo.png"), "--pose-video", str(d / "pose.mp4"),
                "--face-video", str(d / "face.mp4"), "--model", str(d / "model"), "--preset", "tiny-offline",
-               "--steps", "2", "--height", "64", "--width", "64", "--seed", "3", "-o", str(out), "--quiet"])
+               "--steps", "2", "--size", "64x64", "--seed", "3", "-o", str(out), "--quiet"])
     assert rc == 0 and out.exists()
     video = io.read_video(out)
     assert video.frames.shape == (12, 64, 64, 3) and video.fps == pytest.approx(8)
@@ -448,7 +449,7 @@ def test_cli_animate_end_to_end(cli_files, tmp_path):
 
     # same seed through the CLI = the same frames as the Python API with the CLI's inputs
     rc = main(["animate", "--image", str(d / "photo.png"), "--pose-video", str(d / "pose.mp4"),
-               "--model", str(d / "model"), "--steps", "1", "--height", "64", "--width", "64",
+               "--model", str(d / "model"), "--steps", "1", "--size", "64x64",
                "--max-frames", "5", "-o", str(tmp_path / "b.mp4"), "--quiet"])
     assert rc == 0 and len(io.read_video(tmp_path / "b.mp4").frames) == 5
 
@@ -464,7 +465,7 @@ def test_cli_interrupt_leaves_no_partial_file(cli_files, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "xdyna_core", "animate", "--image", str(d / "photo.png"), "--pose-video",
-         str(d / "pose.mp4"), "--model", str(d / "model"), "--steps", "200", "--height", "64", "--width", "64",
+         str(d / "pose.mp4"), "--model", str(d / "model"), "--steps", "200", "--size", "64x64",
          "-o", str(out)],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=tmp_path,
     )
@@ -579,22 +580,30 @@ def test_cuda_half_precision_reproducible_and_cpu_offload():
 
 
 def test_cli_default_model_resolution(tmp_path, monkeypatch):
-    """No --model: the shipped tiny model (with the tiny-offline preset), or a
-    MissingWeightsError that says what to do."""
-    from xdyna_core.commands import animate
-    from xdyna_core.errors import MissingWeightsError
+    """No --model: the shipped tiny model (with the tiny-offline preset); without it the CLI says
+    what to do; a preset that names its model brings it."""
+    from xdyna_core.animate import resolve_settings
+    from xdyna_core.cli import main
 
-    monkeypatch.setattr(animate, "TINY_MODEL_DIR", tmp_path / "tiny-xdyna")
-    with pytest.raises(MissingWeightsError, match="xdyna convert.*--model official"):
-        animate.resolve_model_and_preset(None, None)
+    monkeypatch.setenv("XDYNA_TINY_MODEL", str(tmp_path / "tiny-xdyna"))
+    s = resolve_settings()
+    assert s.model.choice == "tiny" and not s.model.trained  # not installed: the untrained stand-in
+    photo = tmp_path / "p.png"
+    PIL.Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(photo)
+    (tmp_path / "m.npz").write_bytes(b"")
+    rc = main(["animate", "--image", str(photo), "--motion", str(tmp_path / "m.npz"), "-o", str(tmp_path / "o.mp4")])
+    assert rc == 2 and not (tmp_path / "o.mp4").exists()
     (tmp_path / "tiny-xdyna").mkdir()
     (tmp_path / "tiny-xdyna" / "model_index.json").write_text("{}")
-    model, preset = animate.resolve_model_and_preset(None, None)
-    assert model == str(tmp_path / "tiny-xdyna") and preset["num_inference_steps"] == 10  # tiny-offline
-    model, preset = animate.resolve_model_and_preset("official", None)
-    assert model == "official" and preset["height"] == 896
-    model, preset = animate.resolve_model_and_preset(None, "fast-preview")
-    assert model == "official" and preset["num_inference_steps"] == 12
+    for part in ("unet", "vae"):
+        shutil.copytree(ROOT / "assets" / "tiny-xdyna" / part, tmp_path / "tiny-xdyna" / part,
+                        ignore=shutil.ignore_patterns("*.safetensors"))
+    s = resolve_settings()
+    assert s.model.folder == tmp_path / "tiny-xdyna" and s.generation.num_inference_steps == 10  # tiny-offline
+    s = resolve_settings(model="official")
+    assert s.model.choice == "official" and s.default_size == (896, 512)
+    s = resolve_settings(preset="fast-preview")
+    assert s.model.choice == "official" and s.generation.num_inference_steps == 12
 
 
 def test_strength_runs_only_the_last_steps_from_less_noisy_latents(pipe):
