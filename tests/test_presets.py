@@ -76,5 +76,6 @@ def test_presets_and_shipped_files_come_from_the_clone_folders():
     assert resources.project_path(load_preset("tiny-offline")["model"]) == resources.tiny_model_dir()
     assert resources.project_path("assets/examples/photo_1.png") == resources.examples_dir() / "photo_1.png"
     assert resources.project_path("configs/train") == root / "configs" / "train"
+    assert resources.project_path(root / "presets") == root / "presets"
     with pytest.raises(KeyError, match="no shipped folder"):
         resources.shipped_path("weights")

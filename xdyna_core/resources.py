@@ -57,8 +57,11 @@ def sd15_unet_config_path() -> Path:
 def project_path(relative: Union[str, Path]) -> Path:
     """A path written relative to the clone's top level, as presets write models
     (`model: assets/tiny-xdyna`): inside one of the shipped folders it is the shipped copy
-    (installed or clone), otherwise the path below the clone's top level."""
-    rel = Path(relative).as_posix().strip("/")
+    (installed or clone), otherwise the path below the clone's top level. Absolute paths are
+    returned as they are."""
+    if Path(relative).is_absolute():
+        return Path(relative)
+    rel = Path(relative).as_posix()
     for name, folder in _SHIPPED.items():
         if rel == folder or rel.startswith(folder + "/"):
             return shipped_path(name).joinpath(*Path(rel).parts[len(Path(folder).parts):])
