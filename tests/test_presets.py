@@ -58,3 +58,24 @@ def test_load_from_path_and_errors(tmp_path):
     bad.write_text("steps: [\n")
     with pytest.raises(InputError, match="not valid YAML"):
         load_preset(bad)
+
+
+def test_presets_and_shipped_files_come_from_the_clone_folders():
+    """In a clone, resources.py finds the top-level folders (an installed package: test_packaging)."""
+    from pathlib import Path
+
+    from xdyna_core import resources
+
+    root = Path(__file__).resolve().parents[1]
+    assert resources.presets_dir() == root / "presets"
+    assert list_presets() == sorted(p.stem for p in (root / "presets").glob("*.yaml"))
+    assert resources.tiny_model_dir() == root / "assets" / "tiny-xdyna"
+    assert resources.examples_dir() == root / "assets" / "examples"
+    assert resources.sd15_unet_config_path().is_file()
+    # presets write models relative to the clone's top level (`model: assets/tiny-xdyna`)
+    assert resources.project_path(load_preset("tiny-offline")["model"]) == resources.tiny_model_dir()
+    assert resources.project_path("assets/examples/photo_1.png") == resources.examples_dir() / "photo_1.png"
+    assert resources.project_path("configs/train") == root / "configs" / "train"
+    assert resources.project_path(root / "presets") == root / "presets"
+    with pytest.raises(KeyError, match="no shipped folder"):
+        resources.shipped_path("weights")

@@ -259,9 +259,10 @@ def full_size_components(device="cuda", seed: int = 0) -> dict:
 
     from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
     from xdyna_core.models.loading import default_feature_extractor, official_scheduler
+    from xdyna_core.resources import sd15_unet_config_path
     from xdyna_core.tiny import make_tiny_tokenizer
 
-    cfg = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "official_keys" / "sd15_unet_config.json").read_text())
+    cfg = json.loads(sd15_unet_config_path().read_text())
     torch.manual_seed(seed)
     with torch.device(device):
         components = dict(

@@ -5,9 +5,10 @@
     >>> list_presets()
     ['fast-preview', 'official', 'tiny-offline']
 
-A preset is a flat mapping. Keys that are arguments of `XDynaPipeline.__call__`
-(`height`, `num_inference_steps`, `window_schedule`, ...) go to the pipeline
-(`call_kwargs(preset)`); `model` (a diffusers folder or "official"), `dtype`
+The files are found with `resources.presets_dir()`: the clone's `presets/` folder, or the
+package data of an installed package. A preset is a flat mapping. Keys that are arguments
+of `XDynaPipeline.__call__` (`height`, `num_inference_steps`, `window_schedule`, ...) go to
+the pipeline (`call_kwargs(preset)`); `model` (a diffusers folder or "official"), `dtype`
 and `seed` say how to load and seed; `description` is for people. `null`
 height/width mean "the model's native size".
 """
@@ -18,8 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Union
 
 from xdyna_core.errors import InputError
-
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+from xdyna_core.resources import presets_dir
 
 CALL_KEYS = {
     "height": (int, type(None)),
@@ -55,8 +55,8 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def list_presets() -> List[str]:
-    """Names of the presets shipped in `presets/` (sorted)."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    """Names of the shipped presets (sorted)."""
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
 def _validate(data: dict, source: str) -> dict:
@@ -82,14 +82,14 @@ def _validate(data: dict, source: str) -> dict:
 
 
 def load_preset(name_or_path: Union[str, Path]) -> Dict[str, object]:
-    """Read a preset by name (a file `presets/<name>.yaml`) or from a YAML path.
+    """Read a preset by name (a shipped `<name>.yaml`) or from a YAML path.
     Raises InputError naming the preset and the available ones when it is
     missing, and for unknown settings or wrong value types."""
     import yaml
 
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not path.exists():
-        candidate = PRESETS_DIR / f"{name_or_path}.yaml"
+        candidate = presets_dir() / f"{name_or_path}.yaml"
         if candidate.exists():
             path = candidate
         elif path.suffix in (".yaml", ".yml"):

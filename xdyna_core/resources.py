@@ -2,25 +2,36 @@
 
 In a clone they are the top-level folders `presets/`, `assets/tiny-xdyna/` and `assets/examples/`.
 An installed package (`pip install .`, not editable) carries the same files as package data
-under `xdyna_core/_data/` (pyproject.toml maps them there), found with `importlib.resources`.
-Every other module asks here instead of building paths from `__file__`.
+under `xdyna_core/_data/` (`_data/presets/`, `_data/tiny_xdyna/`, `_data/examples/`: pyproject.toml's
+package-dir maps them there), found with `importlib.resources`. Every other module asks here instead of building paths from `__file__`.
 """
 
 from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Union
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the clone's top level (app.py, presets/, assets/)
 
-# name -> path below the clone's top level; the installed copy is xdyna_core/_data/<name>
-_SHIPPED = {"presets": "presets", "tiny-xdyna": "assets/tiny-xdyna", "examples": "assets/examples"}
+# name -> folder below the clone's top level. The installed copy is xdyna_core/_data/<name> with
+# "-" written "_" (each is a package for setuptools, and package names cannot hold "-");
+# pyproject.toml's [tool.setuptools.package-dir] must list the same pairs.
+_SHIPPED = {
+    "presets": "presets",
+    "tiny-xdyna": "assets/tiny-xdyna",
+    "examples": "assets/examples",
+    "official-keys": "tests/data/official_keys",  # only sd15_unet_config.json is installed
+}
 
 
 def shipped_path(name: str) -> Path:
-    """Folder of the shipped files called `name` ("presets", "tiny-xdyna", "examples"): the
-    installed package data when present, else the clone's folder (which may be missing)."""
-    installed = Path(str(files("xdyna_core") / "_data" / name))
+    """Folder of the shipped files called `name` ("presets", "tiny-xdyna", "examples",
+    "official-keys"): the installed package data when present, else the clone's folder (which
+    may be missing)."""
+    if name not in _SHIPPED:
+        raise KeyError(f"no shipped folder {name!r}; known: {sorted(_SHIPPED)}")
+    installed = Path(str(files("xdyna_core") / "_data" / name.replace("-", "_")))
     return installed if installed.is_dir() else SOURCE_ROOT / _SHIPPED[name]
 
 
@@ -36,3 +47,22 @@ def tiny_model_dir() -> Path:
 
 def examples_dir() -> Path:
     return shipped_path("examples")
+
+
+def sd15_unet_config_path() -> Path:
+    """The SD1.5 UNet config (diffusers JSON) that the official X-Dyna UNet is built from."""
+    return shipped_path("official-keys") / "sd15_unet_config.json"
+
+
+def project_path(relative: Union[str, Path]) -> Path:
+    """A path written relative to the clone's top level, as presets write models
+    (`model: assets/tiny-xdyna`): inside one of the shipped folders it is the shipped copy
+    (installed or clone), otherwise the path below the clone's top level. Absolute paths are
+    returned as they are."""
+    if Path(relative).is_absolute():
+        return Path(relative)
+    rel = Path(relative).as_posix()
+    for name, folder in _SHIPPED.items():
+        if rel == folder or rel.startswith(folder + "/"):
+            return shipped_path(name).joinpath(*Path(rel).parts[len(Path(folder).parts):])
+    return SOURCE_ROOT / rel
