@@ -136,7 +136,7 @@ def download(page, url: str, dest: Path) -> Path:
 
 def test_extract_then_animate_in_chromium(page, server, inputs, tmp_path):
     from xdyna_core.io import read_video
-    from xdyna_core.studio import DEFAULT_FPS
+    from app_view import DEFAULT_FPS
 
     photo, clip = inputs
     upload(page, photo, clip)
@@ -224,7 +224,8 @@ def test_not_a_video_shows_a_message_and_the_app_keeps_working(page, server, inp
 
 def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     app, _ = server
-    from xdyna_core import studio
+    import app_view as studio
+    from xdyna_core.animate import GENERATION_LOCK
 
     examples = studio.example_pairs()
     if examples:  # start from the first example, as a newcomer would
@@ -267,9 +268,9 @@ def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     page.click("#cancel-btn")
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Stopped')")
     # The generation thread really stops (the lock is free again) within about one step.
-    while studio._GENERATION_LOCK.locked() and time.monotonic() - started < 30:
+    while GENERATION_LOCK.locked() and time.monotonic() - started < 30:
         time.sleep(0.1)
-    assert not studio._GENERATION_LOCK.locked()
+    assert not GENERATION_LOCK.locked()
     assert page.locator("#result video[src]").count() == 0
     shot(page, "app_cancelled")
 

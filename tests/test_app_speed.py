@@ -28,7 +28,9 @@ def _free_port() -> int:
 def test_python_app_py_serves_fast_and_the_first_example_animates_in_a_minute(tmp_path):
     from gradio_client import Client, handle_file
 
-    from xdyna_core import studio
+    import app_view as studio
+    from xdyna_core.limits import Limits
+    from xdyna_core.runtime import MODEL_TINY
     from xdyna_core.io import read_video
 
     examples = studio.example_pairs()
@@ -56,12 +58,12 @@ def test_python_app_py_serves_fast_and_the_first_example_animates_in_a_minute(tm
 
         # The page's defaults for the default model (as if the visitor clicked the example
         # and then Animate without touching anything).
-        p = studio.preset_values(studio.preset_for_model(studio.MODEL_TINY), studio.Limits(), studio.MODEL_TINY)
+        p = studio.preset_values(studio.preset_for_model(MODEL_TINY), Limits(), MODEL_TINY)
         photo, clip = examples[0]
         client = Client(url, verbose=False)
         clicked = time.monotonic()
         out = client.predict(
-            photo=handle_file(photo), driving_clip=handle_file(clip), model=studio.MODEL_TINY,
+            photo=handle_file(photo), driving_clip=handle_file(clip), model=MODEL_TINY,
             resolution=p["resolution"], fps=studio.DEFAULT_FPS, max_frames=studio.DEFAULT_FRAMES, retarget="global",
             prompt=p["prompt"], negative_prompt=p["negative_prompt"], guidance_scale=p["guidance_scale"],
             adapter_scale=p["adapter_scale"], pose_strength=p["pose_strength"], face_strength=p["face_strength"],

@@ -17,7 +17,7 @@ def _smooth_image(h, w, seed=0):
 
 def test_check_size():
     assert check_size((896, 512)) == (896, 512)
-    assert check_size("768x512") == (768, 512)
+    assert check_size("512x768") == (768, 512)  # people write WIDTHxHEIGHT
     for bad in ["900x512", (896, 500), "big", (0, 64)]:
         with pytest.raises(InputError, match="size"):
             check_size(bad)

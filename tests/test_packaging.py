@@ -15,10 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from _media import encode
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # 25-60 s on 2 CPU cores: a build, then a tiny animation
@@ -30,15 +28,11 @@ BUILD_INPUTS = ["pyproject.toml", "README.md", "requirements.txt", "xdyna_core",
 # installed folder below xdyna_core/_data -> the clone's folder (xdyna_core/resources.py's table)
 SHIPPED = {"presets": "presets", "tiny_xdyna": "assets/tiny-xdyna", "examples": "assets/examples"}
 
-# The animation run from the installed package; {photo}, {pose}, {out}, {tiny_model} are filled in
-# below. The photo is the installed copy of assets/examples/photo_1.png, {tiny_model} the installed
-# tiny model. TODO(lead): once `xdyna animate` finds its default model with
-# resources.tiny_model_dir(), drop "--model", "{tiny_model}", "--preset", "tiny-offline" so that
-# this covers the default (today's animate.py looks for <install>/../assets/tiny-xdyna and fails).
-ANIMATE = ["-m", "xdyna_core.cli", "animate", "--image", "{photo}", "--pose-video", "{pose}",
-           "--model", "{tiny_model}", "--preset", "tiny-offline",
-           "--steps", "2", "--max-frames", "4", "-o", "{out}", "--quiet"]
-ANIMATE_FRAMES = 4  # = --max-frames (the pose video has more)
+# The animation run from the installed package, with its default model (the installed tiny
+# model): {photo} and {clip} are the installed copies of assets/examples/photo_1.png and dance_1.mp4.
+ANIMATE = ["-m", "xdyna_core.cli", "animate", "--image", "{photo}", "--video", "{clip}", "--size", "64x128",
+           "--fps", "8", "--steps", "2", "--max-frames", "4", "--no-cache", "-o", "{out}", "--quiet"]
+ANIMATE_FRAMES = 4  # = --max-frames (the clip has more)
 
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
@@ -99,11 +93,10 @@ def test_install_carries_the_shipped_files_and_every_module(installed):
 def test_installed_resources_point_inside_the_install(installed, tmp_path):
     dirs = probe(installed, tmp_path, "from xdyna_core import resources\n"
                  "result = [str(resources.presets_dir()), str(resources.tiny_model_dir()),"
-                 " str(resources.examples_dir()), str(resources.sd15_unet_config_path()),"
-                 " str(resources.project_path('assets/tiny-xdyna'))]")
+                 " str(resources.examples_dir()), str(resources.sd15_unet_config_path())]")
     data = installed.resolve() / "xdyna_core" / "_data"
     assert [Path(d).resolve() for d in dirs] == [data / "presets", data / "tiny_xdyna", data / "examples",
-                                                data / "official_keys" / "sd15_unet_config.json", data / "tiny_xdyna"]
+                                                data / "official_keys" / "sd15_unet_config.json"]
 
 
 def test_installed_cli_help(installed, tmp_path):
@@ -120,35 +113,15 @@ def test_installed_presets(installed, tmp_path):
     assert tiny == load_preset("tiny-offline") and tiny["num_inference_steps"] >= 1
 
 
-def _stick_figure_video(path: Path, num_frames: int = 8) -> Path:
-    """A DWPose-like skeleton on black whose arms swing: a pose video for the driving motion."""
-    import cv2
-
-    frames = []
-    for t in range(num_frames):
-        f = np.zeros((256, 128, 3), np.uint8)
-        neck, hip = (64, 70), (64, 150)
-        swing = int(30 * np.sin(t / num_frames * 2 * np.pi))
-        cv2.circle(f, (64, 45), 14, (255, 0, 85), -1)
-        cv2.line(f, neck, hip, (255, 170, 0), 6)
-        cv2.line(f, neck, (30, 110 + swing), (0, 255, 0), 6)
-        cv2.line(f, neck, (98, 110 - swing), (0, 85, 255), 6)
-        cv2.line(f, hip, (44, 240), (170, 255, 0), 6)
-        cv2.line(f, hip, (84, 240), (0, 255, 255), 6)
-        frames.append(f)
-    return encode(path, frames, fps=8)
-
-
 def test_installed_package_animates_with_the_shipped_tiny_model(installed, tmp_path):
     from xdyna_core import io
 
     work = tmp_path / "work"
     work.mkdir()
     photo = installed / "xdyna_core" / "_data" / "examples" / "photo_1.png"
-    pose = _stick_figure_video(tmp_path / "pose.mp4")
     out = work / "out.mp4"
-    fill = {"photo": str(photo), "pose": str(pose), "out": str(out),
-            "tiny_model": str(installed / "xdyna_core" / "_data" / "tiny_xdyna")}
+    fill = {"photo": str(photo), "clip": str(installed / "xdyna_core" / "_data" / "examples" / "dance_1.mp4"),
+            "out": str(out)}
     run_installed(installed, [a.format(**fill) for a in ANIMATE], work)
     video = io.read_video(out)
     assert len(video.frames) == ANIMATE_FRAMES

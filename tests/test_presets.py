@@ -72,10 +72,6 @@ def test_presets_and_shipped_files_come_from_the_clone_folders():
     assert resources.tiny_model_dir() == root / "assets" / "tiny-xdyna"
     assert resources.examples_dir() == root / "assets" / "examples"
     assert resources.sd15_unet_config_path().is_file()
-    # presets write models relative to the clone's top level (`model: assets/tiny-xdyna`)
-    assert resources.project_path(load_preset("tiny-offline")["model"]) == resources.tiny_model_dir()
-    assert resources.project_path("assets/examples/photo_1.png") == resources.examples_dir() / "photo_1.png"
-    assert resources.project_path("configs/train") == root / "configs" / "train"
-    assert resources.project_path(root / "presets") == root / "presets"
+    assert load_preset("tiny-offline")["model"] == "tiny"  # a model choice, not a path into the clone
     with pytest.raises(KeyError, match="no shipped folder"):
         resources.shipped_path("weights")

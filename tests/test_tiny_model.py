@@ -92,12 +92,12 @@ def test_16_frames_on_this_cpu_in_under_a_minute(pipe):
 
 
 def test_the_app_uses_it_by_default(monkeypatch, pipe):
-    from xdyna_core import studio
+    from xdyna_core import runtime
 
     monkeypatch.delenv("XDYNA_TINY_MODEL", raising=False)
     monkeypatch.delenv("XDYNA_MODEL", raising=False)
-    assert studio.default_model_choice() == studio.MODEL_TINY
-    assert studio.tiny_model_dir().resolve() == ASSET.resolve()
+    assert runtime.default_model_choice() == runtime.MODEL_TINY
+    assert runtime.tiny_model_dir().resolve() == ASSET.resolve()
     s = pipe.unet.config.sample_size
     f = pipe.vae_scale_factor
-    assert studio.native_size(studio.MODEL_TINY) == (s[1] * f, s[0] * f)  # (width, height)
+    assert runtime.native_size(runtime.resolve_model("tiny")) == (s[0] * f, s[1] * f)  # (height, width)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
-from typing import Union
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the clone's top level (app.py, presets/, assets/)
 
@@ -52,17 +51,3 @@ def examples_dir() -> Path:
 def sd15_unet_config_path() -> Path:
     """The SD1.5 UNet config (diffusers JSON) that the official X-Dyna UNet is built from."""
     return shipped_path("official-keys") / "sd15_unet_config.json"
-
-
-def project_path(relative: Union[str, Path]) -> Path:
-    """A path written relative to the clone's top level, as presets write models
-    (`model: assets/tiny-xdyna`): inside one of the shipped folders it is the shipped copy
-    (installed or clone), otherwise the path below the clone's top level. Absolute paths are
-    returned as they are."""
-    if Path(relative).is_absolute():
-        return Path(relative)
-    rel = Path(relative).as_posix()
-    for name, folder in _SHIPPED.items():
-        if rel == folder or rel.startswith(folder + "/"):
-            return shipped_path(name).joinpath(*Path(rel).parts[len(Path(folder).parts):])
-    return SOURCE_ROOT / rel

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xdyna_core.sizes import parse_size
+
 EPILOG = """\
 Modes (comma-separated; each may name its own clip lengths and step count as
 mode:16+64@5): fp32, reference, default, batched, channels-last, lean,
@@ -30,7 +32,7 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--size", default=None, metavar="HxW", help="output height x width (default 896x512; 64x64 with --tiny)")
+    p.add_argument("--size", default=None, metavar="WxH", help="output WIDTHxHEIGHT, multiples of 64 (default 512x896; 64x64 with --tiny)")
     p.add_argument("--frames", default="16,64", help="comma-separated clip lengths (default 16,64)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25; presets of fast-* modes set their own)")
     p.add_argument("--modes", default="reference,default", help="comma-separated modes, see below (default reference,default)")
@@ -43,17 +45,10 @@ def add_parser(subparsers) -> None:
 
 
 def _size(text: str | None, tiny: bool):
-    from xdyna_core.errors import InputError
-
+    """--size WIDTHxHEIGHT -> (height, width), the one rule of `xdyna_core.sizes`."""
     if text is None:
         return (64, 64) if tiny else (896, 512)
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--size must look like 896x512 (height x width), got {text!r}") from None
-    if h <= 0 or w <= 0 or h % 8 or w % 8:
-        raise InputError(f"--size must be positive multiples of 8, got {h}x{w}")
-    return h, w
+    return parse_size(text, "--size")
 
 
 def run(args) -> int:

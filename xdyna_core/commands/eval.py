@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xdyna_core.sizes import parse_size
+
 METRIC_WEIGHTS = {
     "lpips": ("vgg16", "lpips-vgg"),
     "fid": ("inception-fid",),
@@ -16,7 +18,7 @@ METRIC_WEIGHTS = {
 EPILOG = """\
 Videos are paired by file name without extension (a video is a file or a folder of frame
 images). Different lengths: both are truncated to the shorter. Different sizes: the
-generated video is resized to the reference size (or both to --eval-size HxW).
+generated video is resized to the reference size (or both to --eval-size WxH).
 Metrics whose weights are missing are reported as unavailable (use --strict to fail,
 --list-weights to see what is where, --download-weights to fetch what can be fetched).
 PSNR of identical frames is infinite: shown as inf, left out of means and counted.
@@ -40,7 +42,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--report", metavar="PATH", help="write an HTML report with tables and per-frame plots")
     p.add_argument("--plots", metavar="DIR", help="also write the report's plots as PNG files here")
     p.add_argument("--label", default="", help="name of this run in tables (e.g. the setting)")
-    p.add_argument("--eval-size", metavar="HxW", help="resize generated and reference frames to this size, e.g. 256x256 (DisCo) or 896x512")
+    p.add_argument("--eval-size", metavar="WxH", help="resize generated and reference frames to WIDTHxHEIGHT, e.g. 256x256 (DisCo) or 512x896")
     p.add_argument("--max-frames", type=int, help="use at most this many frames per video")
     p.add_argument("--allow-unmatched", action="store_true", help="skip generated videos without a reference instead of failing")
     p.add_argument("--weights-dir", metavar="DIR", help="folder with the metric networks' weights (default $XDYNA_EVAL_WEIGHTS or ~/.cache/xdyna/eval)")
@@ -53,15 +55,8 @@ def add_parser(subparsers) -> None:
 
 
 def _parse_size(text):
-    from xdyna_core.errors import InputError
-
-    if not text:
-        return None
-    try:
-        h, w = (int(x) for x in text.lower().replace("×", "x").split("x"))
-    except ValueError:
-        raise InputError(f"--eval-size must look like 256x256 (height x width), got {text!r}") from None
-    return (h, w)
+    """--eval-size WIDTHxHEIGHT -> (height, width), the one rule of `xdyna_core.sizes`."""
+    return parse_size(text, "--eval-size") if text else None
 
 
 def _print_weights(weights_dir) -> None:
