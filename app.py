@@ -1,6 +1,6 @@
 """X-Dyna Studio: animate a photo of a person with the motion of a driving clip.
 
-Gradio Blocks UI, wiring only: the engine (`xdyna_core.animate`: settings, extraction, models,
+Gradio Blocks UI, wiring only: the engine (`xdyna_core.animation`: settings, extraction, models,
 generation, writing) does the work, and the page's words and choices live in `app_view.py`.
 The same photo, clip, settings and seed give the same video here as with `xdyna animate` and
 Python's `xdyna_core.animate`.
@@ -24,8 +24,8 @@ import gradio as gr  # the UI library: only this file and the browser tests impo
 
 import app_view as view
 from xdyna_core import resources, runtime
-from xdyna_core.animate import animate as run_animation
-from xdyna_core.animate import WINDOW_SIZE, resolve_settings, save_side_by_side, save_video
+from xdyna_core.animation import animate as run_animation
+from xdyna_core.animation import WINDOW_SIZE, resolve_settings, save_side_by_side, save_video
 from xdyna_core.errors import Cancelled, InputError, XDynaError
 from xdyna_core.limits import Workspace, check_clip, check_photo, limits_from_env
 

@@ -1,5 +1,5 @@
 """The studio's view-model: what `app.py`'s widgets offer and say (choices, labels, sentences,
-previews), over the engine's services (`xdyna_core.animate`, `.runtime`, `.limits`).
+previews), over the engine's services (`xdyna_core.animation`, `.runtime`, `.limits`).
 Nothing here imports gradio, so it is tested without a browser.
 """
 
@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from xdyna_core import resources
-from xdyna_core.animate import WINDOW_SIZE, MotionSettings, Progress, Settings, extract, load_model, resolve_settings
+from xdyna_core.animation import WINDOW_SIZE, MotionSettings, Progress, Settings, extract, load_model, resolve_settings
 from xdyna_core.errors import InputError
 from xdyna_core.io import write_video
 from xdyna_core.limits import Limits, check_clip, check_photo, file_hash

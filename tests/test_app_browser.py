@@ -225,7 +225,7 @@ def test_not_a_video_shows_a_message_and_the_app_keeps_working(page, server, inp
 def test_cancel_stops_the_generation_within_a_step(page, server, inputs):
     app, _ = server
     import app_view as studio
-    from xdyna_core.animate import GENERATION_LOCK
+    from xdyna_core.animation import GENERATION_LOCK
 
     examples = studio.example_pairs()
     if examples:  # start from the first example, as a newcomer would

@@ -14,7 +14,7 @@ import torch
 
 import app_view as view
 from xdyna_core import runtime
-from xdyna_core.animate import (WINDOW_SIZE, GenerationSettings, MotionSettings, animate, generate,
+from xdyna_core.animation import (WINDOW_SIZE, GenerationSettings, MotionSettings, animate, generate,
                                 resolve_settings, save_video)
 from xdyna_core.errors import Cancelled, InputError, ModelUnavailable
 from xdyna_core.io import load_image
@@ -238,7 +238,7 @@ def test_animate_reports_steps_with_eta_and_is_reproducible(extracted, inputs, t
 
 
 def test_cancel_stops_within_a_step_and_writes_nothing(extracted, inputs, tmp_path):
-    from xdyna_core.animate import GENERATION_LOCK
+    from xdyna_core.animation import GENERATION_LOCK
 
     cancel = threading.Event()
     steps = []

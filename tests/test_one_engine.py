@@ -1,6 +1,6 @@
 """One engine behind every door: the same photo, clip, settings and seed give the same video
 through the CLI (`xdyna animate --video`), the running studio's `/animate` endpoint (gradio_client)
-and Python (`xdyna_core.animate`), on a real photograph and a real clip; and the same command run
+and Python (`xdyna_core.animation`), on a real photograph and a real clip; and the same command run
 twice, in two processes, writes the same file byte for byte."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import app_view as view
-from xdyna_core.animate import animate, resolve_settings, save_video
+from xdyna_core.animation import animate, resolve_settings, save_video
 from xdyna_core.io import read_video
 
 from test_app_browser import make_inputs

@@ -582,7 +582,7 @@ def test_cuda_half_precision_reproducible_and_cpu_offload():
 def test_cli_default_model_resolution(tmp_path, monkeypatch):
     """No --model: the shipped tiny model (with the tiny-offline preset); without it the CLI says
     what to do; a preset that names its model brings it."""
-    from xdyna_core.animate import resolve_settings
+    from xdyna_core.animation import resolve_settings
     from xdyna_core.cli import main
 
     monkeypatch.setenv("XDYNA_TINY_MODEL", str(tmp_path / "tiny-xdyna"))

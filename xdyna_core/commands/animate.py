@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from xdyna_core.animate import animate, motion_from_videos, resolve_settings, save_side_by_side, save_video
+from xdyna_core.animation import animate, motion_from_videos, resolve_settings, save_side_by_side, save_video
 from xdyna_core.errors import InputError
 from xdyna_core.io import load_image
 from xdyna_core.preprocess.motion import Motion

@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from xdyna_core.animate import extract, resolve_settings
+from xdyna_core.animation import extract, resolve_settings
 from xdyna_core.commands.animate import StageBars, add_model_arguments, add_motion_arguments
 from xdyna_core.errors import InputError
 from xdyna_core.io import save_image, write_video
