@@ -259,7 +259,7 @@ def full_size_components(device="cuda", seed: int = 0) -> dict:
 
     from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
     from xdyna_core.models.loading import default_feature_extractor, official_scheduler
-    from xdyna_core.tiny import make_tiny_tokenizer
+    from xdyna_core.testing import make_tiny_tokenizer
 
     cfg = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "official_keys" / "sd15_unet_config.json").read_text())
     torch.manual_seed(seed)
@@ -305,7 +305,7 @@ def build_pipeline(tiny: bool, device, seed: int = 0):
     from xdyna_core.pipeline import XDynaPipeline
 
     if tiny:
-        from xdyna_core.tiny import make_tiny_components
+        from xdyna_core.testing import make_tiny_components
 
         pipe = XDynaPipeline(**make_tiny_components(seed=seed)).to(device)
     else:
