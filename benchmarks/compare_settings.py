@@ -94,7 +94,7 @@ def load_model(model, preset_name, device):
 
     if model == "random-tiny":
         from xdyna_core.pipeline import XDynaPipeline
-        from xdyna_core.tiny import TINY_RESOLUTION, make_tiny_components
+        from xdyna_core.testing import TINY_RESOLUTION, make_tiny_components
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -169,7 +169,7 @@ def evaluate_two(dir_a, dir_b, reference, label_a, label_b, config, out, tiny_me
 
     given = None
     if tiny_metrics:
-        from xdyna_core.eval.testing import tiny_backbones
+        from xdyna_core.testing import tiny_backbones
 
         given = tiny_backbones()
         title += " (TINY RANDOM metric networks: numbers are meaningless)"

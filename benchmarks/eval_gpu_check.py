@@ -18,7 +18,7 @@ import torch  # noqa: E402
 def main(tiny=False):
     from xdyna_core.eval.backbones import LPIPS, InceptionI3d, InceptionV3FID, VideoMAEv2
     from xdyna_core.eval.runner import EvalConfig, evaluate
-    from xdyna_core.eval.testing import tiny_backbones
+    from xdyna_core.testing import tiny_backbones
 
     def save_frames(folder, frames):  # frame folders: the GPU machine may lack PyAV
         from PIL import Image

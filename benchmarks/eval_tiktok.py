@@ -164,7 +164,7 @@ def _main(args) -> int:
     )
     given = None
     if args.tiny_metrics:
-        from xdyna_core.eval.testing import tiny_backbones
+        from xdyna_core.testing import tiny_backbones
 
         given = tiny_backbones()
     result = evaluate_pairs(pairs, config, backbones=given, label=args.label)

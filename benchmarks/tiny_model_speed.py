@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from diffusers.utils import logging as diffusers_logging
 
     from xdyna_core.pipeline import XDynaPipeline
-    from xdyna_core.train.evaluate import generate, heldout_clips, preset_kwargs
+    from xdyna_core.eval.model_card import generate, heldout_clips, preset_kwargs
 
     diffusers_logging.disable_progress_bar()
     t0 = time.perf_counter()

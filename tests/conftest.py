@@ -24,9 +24,9 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def pipe():
-    """A tiny random-weight XDynaPipeline (xdyna_core.tiny), one per test module."""
+    """A tiny random-weight XDynaPipeline (xdyna_core.testing), one per test module."""
     from xdyna_core.pipeline import XDynaPipeline
-    from xdyna_core.tiny import make_tiny_components
+    from xdyna_core.testing import make_tiny_components
 
     p = XDynaPipeline(**make_tiny_components(seed=0))
     p.set_progress_bar_config(disable=True)

@@ -147,7 +147,7 @@ def test_preset_options_without_a_widget_reach_the_pipeline(extracted, tiny):
 
 
 def test_untrained_tiny_size_matches_the_engine():
-    from xdyna_core.tiny import TINY_RESOLUTION
+    from xdyna_core.testing import TINY_RESOLUTION
 
     assert runtime.UNTRAINED_TINY_SIZE == (TINY_RESOLUTION, TINY_RESOLUTION)
 

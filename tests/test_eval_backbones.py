@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from xdyna_core.errors import MissingWeightsError
 from xdyna_core.eval import backbones as B
 from xdyna_core.eval.frechet import frechet_distance_from_features
-from xdyna_core.eval.testing import TINY_SIZES, tiny_backbones
+from xdyna_core.testing import TINY_BACKBONE_SIZES, tiny_backbones
 from xdyna_core.eval.weights import WEIGHTS, find_weights, load_state_dict, resolve_weights
 
 
@@ -96,16 +96,16 @@ def test_weights_load_through_the_real_loaders(tmp_path, nets, videos, fmt):
 
     save(nets["fid"], "inception-fid")
     save(nets["fvd"], "i3d-kinetics400")
-    loaded = B.load_inception_fid(weights_dir=tmp_path, **TINY_SIZES["fid"])
+    loaded = B.load_inception_fid(weights_dir=tmp_path, **TINY_BACKBONE_SIZES["fid"])
     np.testing.assert_allclose(loaded.embed(videos[0]), nets["fid"].embed(videos[0]), rtol=1e-5, atol=1e-7)
-    i3d = B.load_fvd_i3d(weights_dir=tmp_path, **TINY_SIZES["fvd"])
+    i3d = B.load_fvd_i3d(weights_dir=tmp_path, **TINY_BACKBONE_SIZES["fvd"])
     np.testing.assert_allclose(i3d.embed(videos[:2, :4]), nets["fvd"].embed(videos[:2, :4]), rtol=1e-5, atol=1e-6)
     # LPIPS: trunk from a torchvision-style VGG16 file (with a classifier to ignore), heads apart.
     trunk = {k: v for k, v in nets["lpips"].state_dict().items() if k.startswith("features.")}
     trunk["classifier.0.weight"] = torch.zeros(2, 2)
     torch.save(trunk, tmp_path / WEIGHTS["vgg16"].filename)
     torch.save({k: v for k, v in nets["lpips"].state_dict().items() if k.startswith("lin")}, tmp_path / "heads.pth")
-    lp = B.load_lpips(weights_dir=tmp_path, lin_path=tmp_path / "heads.pth", **TINY_SIZES["lpips"])
+    lp = B.load_lpips(weights_dir=tmp_path, lin_path=tmp_path / "heads.pth", **TINY_BACKBONE_SIZES["lpips"])
     np.testing.assert_allclose(lp.distance(videos[0], videos[1]), nets["lpips"].distance(videos[0], videos[1]), rtol=1e-5)
 
 
@@ -133,9 +133,9 @@ def test_mismatched_or_unsafe_checkpoints_are_refused(tmp_path, nets):
     del sd["Mixed_5c.b0.conv3d.weight"]
     torch.save(sd, tmp_path / "i3d_pretrained_400.pt")
     with pytest.raises(MissingWeightsError, match="missing keys.*Mixed_5c.b0.conv3d.weight"):
-        B.load_fvd_i3d(weights_dir=tmp_path, **TINY_SIZES["fvd"])
+        B.load_fvd_i3d(weights_dir=tmp_path, **TINY_BACKBONE_SIZES["fvd"])
     # A checkpoint holding pickled objects is not unpickled.
     with open(tmp_path / "i3d_pretrained_400.pt", "wb") as f:
         pickle.dump({"args": argparse.Namespace(lr=1)}, f)
     with pytest.raises(MissingWeightsError, match="weights_only"):
-        B.load_fvd_i3d(weights_dir=tmp_path, **TINY_SIZES["fvd"])
+        B.load_fvd_i3d(weights_dir=tmp_path, **TINY_BACKBONE_SIZES["fvd"])

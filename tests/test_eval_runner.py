@@ -13,7 +13,7 @@ from xdyna_core.errors import InputError, MissingWeightsError
 from xdyna_core.eval.faces import FaceDetector, OnnxFaceEmbedder, align_face
 from xdyna_core.eval.report import render_report
 from xdyna_core.eval.runner import EvalConfig, EvalResult, evaluate
-from xdyna_core.eval.testing import tiny_backbones, tiny_face_onnx
+from xdyna_core.testing import tiny_backbones, tiny_face_onnx
 from xdyna_core.io import write_video
 
 ALL = ("l1", "psnr", "ssim", "lpips", "fid", "fvd", "cdfvd", "dtfvd", "face-cos", "face-det")

@@ -19,7 +19,7 @@ from xdyna_core.models.loading import (
     load_unet,
     read_checkpoint,
 )
-from xdyna_core.models.tiny import TINY_UNET_CONFIG, write_tiny_official_files
+from xdyna_core.testing import TINY_UNET_CONFIG, write_tiny_official_files
 
 
 @pytest.fixture(scope="module")

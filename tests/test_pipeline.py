@@ -23,7 +23,7 @@ from xdyna_core.pipeline import (
     official_scheduler,
     reference_mixed_latents,
 )
-from xdyna_core.tiny import make_tiny_components
+from xdyna_core.testing import make_tiny_components
 
 H = W = 64  # tiny frames -> 8x8 latents
 ROOT = Path(__file__).resolve().parents[1]
@@ -486,10 +486,10 @@ def test_cli_interrupt_leaves_no_partial_file(cli_files, tmp_path):
 
 
 def test_cli_convert_official_format_files(tmp_path):
-    """Official-format tiny files (xdyna_core.models.tiny) -> `xdyna convert` ->
+    """Official-format tiny files (xdyna_core.testing) -> `xdyna convert` ->
     from_pretrained gives the same video as loading the originals with from_official."""
     from xdyna_core.cli import main
-    from xdyna_core.models.tiny import write_tiny_official_files
+    from xdyna_core.testing import write_tiny_official_files
 
     f = write_tiny_official_files(tmp_path / "official")
     files = ["--unet", str(f.xdyna_dir / "unet-checkpoint-epoch-5.ckpt"),

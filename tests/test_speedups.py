@@ -15,7 +15,7 @@ from xdyna_core.errors import InputError
 from xdyna_core.eval.metrics import psnr
 from xdyna_core.models.attention import DynamicsAdapterAttention, multi_head_attention
 from xdyna_core.pipeline import XDynaPipeline
-from xdyna_core.tiny import make_tiny_components
+from xdyna_core.testing import make_tiny_components
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import H, W, clip  # noqa: E402  (same tiny clips as the pipeline tests)

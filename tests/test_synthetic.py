@@ -12,9 +12,9 @@ from xdyna_core.errors import InputError
 from xdyna_core.preprocess.draw import draw_pose
 from xdyna_core.preprocess.face import face_box, face_patches
 from xdyna_core.preprocess.pose import BODY, Keypoints
-from xdyna_core.train.synthetic import (FACTOR_RANGE, Character, Choreography, Scene, factor_seeds, render_clip,
+from xdyna_core.synthetic import (FACTOR_RANGE, Character, Choreography, Scene, factor_seeds, render_clip,
                                         render_frames, render_reference, swap_identity)
-from xdyna_core.train.synthetic_scene import KINDS
+from xdyna_core.synthetic.scene import KINDS
 
 SMALL = dict(height=160, width=96, fps=8)
 

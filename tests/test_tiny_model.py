@@ -37,13 +37,13 @@ def test_folder_is_small_and_documented(pipe):
 def test_beats_the_untrained_model_on_heldout_clips(pipe):
     """Training worked: on held-out clips the shipped model is better than the same model with
     its stage-1/2 modules at their initial values, in PSNR and in pose following."""
-    from xdyna_core.train.evaluate import evaluate, heldout_clips
+    from xdyna_core.eval.model_card import evaluate_model_card, heldout_clips
 
     h, w = native_size(pipe)
     # clips 100.. : not the ones in the model card (0..15), same held-out split
     clips = heldout_clips(2, num_frames=16, height=h, width=w, first_seed=100)
     # generated with the app's settings for this model (presets/tiny-offline.yaml)
-    res = evaluate(pipe, clips, log=lambda *_: None)["summary"]
+    res = evaluate_model_card(pipe, clips, log=lambda *_: None)["summary"]
     assert res["trained"]["psnr"] > res["untrained"]["psnr"] + 2.0, res
     assert res["trained"]["pose_iou"] > res["untrained"]["pose_iou"], res
 
@@ -53,13 +53,13 @@ def test_card_numbers_reproduce_and_beat_repeating_the_reference(pipe):
     same numbers (to float noise across CPUs), and the model beats repeating the reference
     image in PSNR and in pose following (in pose IoU only narrowly: the card gives the per-clip
     spread)."""
-    from xdyna_core.train.evaluate import evaluate, heldout_clips
+    from xdyna_core.eval.model_card import evaluate_model_card, heldout_clips
 
     metrics = json.loads((ASSET / "metrics.json").read_text())
     card = (ASSET / "README.md").read_text()
     h, w = native_size(pipe)
     clips = heldout_clips(metrics["num_clips"], num_frames=metrics["num_frames"], height=h, width=w)
-    res = evaluate(pipe, clips, metrics["call_kwargs"], with_untrained=False, log=lambda *_: None)["summary"]
+    res = evaluate_model_card(pipe, clips, metrics["call_kwargs"], with_untrained=False, log=lambda *_: None)["summary"]
     for key in ("trained", "repeat_reference"):
         assert res[key]["psnr"] == pytest.approx(metrics["summary"][key]["psnr"], abs=0.05), (key, res)
         assert res[key]["pose_iou"] == pytest.approx(metrics["summary"][key]["pose_iou"], abs=0.005), (key, res)
@@ -72,7 +72,7 @@ def test_card_numbers_reproduce_and_beat_repeating_the_reference(pipe):
 
 
 def _preset_call_kwargs():
-    from xdyna_core.train.evaluate import preset_kwargs
+    from xdyna_core.eval.model_card import preset_kwargs
 
     return json.loads(json.dumps(preset_kwargs()))
 
@@ -80,7 +80,7 @@ def _preset_call_kwargs():
 def test_16_frames_on_this_cpu_in_under_a_minute(pipe):
     """The issue's speed bar, with the app's preset (benchmarks/tiny_model_speed.py measures it
     more carefully for the README)."""
-    from xdyna_core.train.evaluate import generate, heldout_clips, preset_kwargs
+    from xdyna_core.eval.model_card import generate, heldout_clips, preset_kwargs
 
     h, w = native_size(pipe)
     clip = heldout_clips(1, num_frames=16, height=h, width=w, first_seed=200)[0]

@@ -122,7 +122,7 @@ def test_window_and_reference_from_another_time():
 
 
 def test_synthetic_items_shapes_and_controls_match_the_generator():
-    from xdyna_core.train import synthetic
+    from xdyna_core import synthetic
 
     ds = SyntheticHumanDataset(num_clips=4, seed=5, height=H, width=W, num_frames=F, clip_frames=8)
     item = ds.get(1, 2)
@@ -181,7 +181,7 @@ def test_human_video_folder_dataset_with_a_cross_identity_face_source(tmp_path):
 
 def test_scene_video_folder_dataset(tmp_path):
     from xdyna_core.io import write_video
-    from xdyna_core.train import synthetic
+    from xdyna_core import synthetic
     from xdyna_core.train.data import SceneVideoDataset
 
     clip = synthetic.render_clip(0, num_frames=10, height=96, width=80, person=False)
@@ -210,8 +210,8 @@ def test_training_prediction_equals_the_pipeline_unet_call():
     the pipeline feeds its UNet: captured from a real pipeline call (one step, no CFG) and
     rebuilt by the training code from the same latents."""
     from xdyna_core.pipeline import XDynaPipeline
-    from xdyna_core.tiny import make_tiny_components
-    from xdyna_core.train import synthetic
+    from xdyna_core.testing import make_tiny_components
+    from xdyna_core import synthetic
     from xdyna_core.train.trainer import VideoObjective
 
     pipe = XDynaPipeline(**make_tiny_components(seed=0))
@@ -440,7 +440,7 @@ def test_untrained_baseline_equals_a_fresh_stage0_model(stage0):
     their stage-0 initial values: on a stage-0 model it changes nothing but the (random) image
     projection."""
     from xdyna_core.pipeline import XDynaPipeline
-    from xdyna_core.train.evaluate import untrained_like
+    from xdyna_core.eval.model_card import untrained_like
 
     _, model = stage0
     pipe = XDynaPipeline.from_pretrained(str(model))

@@ -260,7 +260,7 @@ def full_size_components(device="cuda", seed: int = 0) -> dict:
     from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
     from xdyna_core.models.loading import default_feature_extractor, official_scheduler
     from xdyna_core.resources import sd15_unet_config_path
-    from xdyna_core.tiny import make_tiny_tokenizer
+    from xdyna_core.testing import make_tiny_tokenizer, randomize_zero_parameters
 
     cfg = json.loads(sd15_unet_config_path().read_text())
     torch.manual_seed(seed)
@@ -281,10 +281,10 @@ def full_size_components(device="cuda", seed: int = 0) -> dict:
         )
     # Zero-initialised layers (ControlNet zero convs, adapter and motion-module outputs)
     # cost the same FLOPs but would make those paths no-ops; give them small values so
-    # that every path changes the output (as in xdyna_core.tiny).
+    # that every path changes the output (as `xdyna_core.testing` does).
     gen = torch.Generator(device=device).manual_seed(seed + 1)
     for name in ("unet", "controlnet", "controlnet_face"):
-        _randomize_zero_parameters_on(components[name], gen)
+        randomize_zero_parameters(components[name], gen)
     for module in components.values():
         module.eval()
     components.update(tokenizer=make_tiny_tokenizer(), feature_extractor=default_feature_extractor(),
@@ -292,21 +292,12 @@ def full_size_components(device="cuda", seed: int = 0) -> dict:
     return components
 
 
-@torch.no_grad()
-def _randomize_zero_parameters_on(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Like `xdyna_core.tiny._randomize_zero_parameters`, on the parameters' device."""
-    for p in module.parameters():
-        if p.numel() and not p.any():
-            std = 0.5 / (p[0].numel() ** 0.5) if p.ndim > 1 else 0.02
-            p.copy_(torch.randn(p.shape, generator=generator, device=p.device) * std)
-
-
 def build_pipeline(tiny: bool, device, seed: int = 0):
-    """Float32 XDynaPipeline with random weights: tiny (`xdyna_core.tiny`) or full size."""
+    """Float32 XDynaPipeline with random weights: tiny (`xdyna_core.testing`) or full size."""
     from xdyna_core.pipeline import XDynaPipeline
 
     if tiny:
-        from xdyna_core.tiny import make_tiny_components
+        from xdyna_core.testing import make_tiny_components
 
         pipe = XDynaPipeline(**make_tiny_components(seed=seed)).to(device)
     else:
@@ -632,7 +623,7 @@ def run_benchmark(specs: Sequence[RunSpec], *, tiny: bool = False, device=None, 
         command=command,
         device=dev,
         software=software_info(),
-        model="tiny random weights (xdyna_core.tiny)" if tiny else "full-size X-Dyna architecture, random weights",
+        model="tiny random weights (xdyna_core.testing)" if tiny else "full-size X-Dyna architecture, random weights",
         settings=dict(height=height, width=width, steps=steps, frames=list(frames), guidance_scale=7.5,
                       window_size=WINDOW_SIZE, window_overlap=WINDOW_OVERLAP, window_schedule="blend", seed=seed),
         modes={spec.mode: MODES[spec.mode]["about"] for spec in specs},

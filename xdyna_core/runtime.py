@@ -209,7 +209,7 @@ def load_pipeline(spec: ModelSpec, device: torch.device, dtype: torch.dtype, off
     if spec.choice == MODEL_TINY and spec.folder is None:
         # Not installed: the same classes with random weights, made deterministically so every run
         # shows the same (meaningless) output; front doors label it as untrained.
-        from xdyna_core.tiny import make_tiny_components
+        from xdyna_core.testing import make_tiny_components
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

@@ -7,6 +7,9 @@
 Plain metric functions: `xdyna_core.eval.metrics` (L1, PSNR, SSIM) and
 `xdyna_core.eval.frechet` (Fréchet distance). Networks: `backbones`, `faces`, `masks`.
 Metric directions and ranges: `xdyna_core.eval.info.METRICS`. Protocol: `protocol.md`.
+The tiny model's card (held-out synthetic clips, PSNR and pose-following IoU against baselines):
+`xdyna_core.eval.model_card.evaluate_model_card`. Tiny random backbones for tests:
+`xdyna_core.testing.tiny_backbones`.
 """
 
 _LAZY = {
@@ -20,6 +23,7 @@ _LAZY = {
     "METRICS": "xdyna_core.eval.info",
     "DEFAULT_METRICS": "xdyna_core.eval.info",
     "frechet_distance": "xdyna_core.eval.frechet",
+    "evaluate_model_card": "xdyna_core.eval.model_card",
 }
 
 __all__ = list(_LAZY)

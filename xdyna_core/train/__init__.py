@@ -1,6 +1,7 @@
-"""Training X-Dyna (paper Sec. 3.4 / 4.1) and the synthetic data of the embedded tiny model.
+"""Training X-Dyna (paper Sec. 3.4 / 4.1). The synthetic data the embedded tiny model is
+trained on is rendered by `xdyna_core.synthetic`.
 
-Public API (imported lazily, so `import xdyna_core.train.synthetic` stays light):
+Public API (imported lazily, so `import xdyna_core.train.config` stays light):
 
     load_config, TrainConfig            YAML stage configs (configs/train/*.yaml)
     Trainer                             runs one stage with accelerate (`xdyna train`)

@@ -230,7 +230,7 @@ class _RenderCache:
 
 class SyntheticHumanDataset(KeyedDataset):
     """Procedurally generated people dancing over dynamic backgrounds
-    (`xdyna_core.train.synthetic.render_clip`).
+    (`xdyna_core.synthetic.render_clip`).
 
     Item ``index`` of epoch ``epoch`` shows clip ``index // windows_per_clip`` of that epoch
     (a new identity / dance / scene every epoch when ``fresh_each_epoch``): ``clip_frames``
@@ -265,7 +265,7 @@ class SyntheticHumanDataset(KeyedDataset):
         return int(item_rng(self.seed, epoch if self.fresh_each_epoch else 0, clip, 0xC11).integers(0, 2**31))
 
     def _clip(self, index: int, epoch: int):
-        from . import synthetic
+        from xdyna_core import synthetic
 
         s = self.clip_seed(index, epoch)
         return self._cache.get((s, self.person), lambda: synthetic.render_clip(
@@ -282,7 +282,7 @@ class SyntheticHumanDataset(KeyedDataset):
         return _to_item(clip.frames[window], clip.frames[ref], clip.pose_images[window], face, self.person)
 
     def _swapped_faces(self, clip, window, rng) -> np.ndarray:
-        from . import synthetic
+        from xdyna_core import synthetic
 
         other = synthetic.swap_identity(clip.character, int(rng.integers(0, 2**31)))
         sub = synthetic.render_frames(clip.times[window], self.height, self.width, clip.scene, other, clip.motion,
@@ -320,7 +320,7 @@ class SyntheticImageDataset(KeyedDataset):
         return self.num_images
 
     def _group(self, group: int, epoch: int) -> np.ndarray:
-        from . import synthetic
+        from xdyna_core import synthetic
 
         rng = item_rng(self.seed, epoch, group, 0x1A6)
         s = int(rng.integers(0, 2**31))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import factor_seeds, render_clip, render_frames
-from .synthetic_body import Character, person_states
-from .synthetic_motion import Choreography
-from .synthetic_scene import Scene
+from xdyna_core.synthetic import factor_seeds, render_clip, render_frames
+from xdyna_core.synthetic.body import Character, person_states
+from xdyna_core.synthetic.motion import Choreography
+from xdyna_core.synthetic.scene import Scene
 
 HEIGHT, WIDTH = 896, 512
 FPS, SECONDS = 12, 3.0

@@ -220,7 +220,7 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 16) -> 
     from xdyna_core.io import frame_strip, save_image, side_by_side, write_video
     from xdyna_core.pipeline import XDynaPipeline
 
-    from .evaluate import evaluate, generate, heldout_clips, preset_kwargs, score
+    from xdyna_core.eval.model_card import evaluate_model_card, generate, heldout_clips, preset_kwargs, score
 
     out, assets = Path(out), Path(assets)
     with open(out / "recipe.json") as fh:
@@ -233,7 +233,7 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 16) -> 
     clips = heldout_clips(num_clips, num_frames=16, height=h, width=w)
     t0 = time.time()
     kw = preset_kwargs()
-    res = evaluate(pipe, clips, kw, keep_frames=True)
+    res = evaluate_model_card(pipe, clips, kw, keep_frames=True)
     eval_seconds = time.time() - t0
     frames = res.pop("frames")
     # How the guidance scale of the preset compares with others (first 2 clips).
@@ -385,7 +385,7 @@ frames = pipe(photo, pose_images, face_images, height={height}, width={width},
 
 ## Data
 
-Synthetic, rendered on the fly by `xdyna_core.train.synthetic` (deterministic by seed): people
+Synthetic, rendered on the fly by `xdyna_core.synthetic` (deterministic by seed): people
 with varied body proportions, skin, hair, clothing colours and patterns, loose hair / skirts that
 swing, faces with blinking, talking and smiling, dancing over drifting clouds, rippling water,
 flickering lights, gradients and fire; plus scene-only clips. Ground-truth DWPose-style
@@ -428,7 +428,7 @@ after training on 4 validation clips (held-out split, seeds 1000-1003, disjoint 
 below and from the tests' clips): this small model's adapter needs amplifying to copy the
 photo's appearance, its pose ControlNet to draw the person where the skeleton is, and starting
 part-way down the schedule keeps the photo's colours.
-Metrics (`xdyna_core/train/evaluate.py`): **PSNR** (dB, per frame, against the true frames) and
+Metrics (`xdyna_core/eval/model_card.py`): **PSNR** (dB, per frame, against the true frames) and
 **pose following** = IoU between the true person mask and the person mask estimated from the
 generated frame (pixels differing from the true background of that moment by more than 40/255,
 5×5 blur, 3×3 opening). Higher is better for both.

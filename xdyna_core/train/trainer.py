@@ -178,7 +178,7 @@ def build_tiny_stage0(height: int, width: int, seed: int, tiny: dict) -> dict:
     and 2-D backbone UNet of the sizes in ``tiny`` (see ``TINY_DEFAULTS``)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from xdyna_core.tiny import make_tiny_components
+    from xdyna_core.testing import make_tiny_components
 
     t = tiny_config(tiny)
     d = int(t["cross_attention_dim"])
@@ -814,7 +814,7 @@ def validation_clip(cfg: TrainConfig, index: int = 0) -> dict:
     """A held-out clip for validation samples: uint8 arrays (reference, frames, pose, face)."""
     d = cfg.data
     if d.human.kind == "synthetic":
-        from . import synthetic
+        from xdyna_core import synthetic
 
         clip = synthetic.render_clip(index, num_frames=cfg.validation.num_frames, height=d.height, width=d.width,
                                      split="heldout")

@@ -1,4 +1,5 @@
-"""Held-out evaluation of an X-Dyna model on synthetic clips (the tiny model's model card).
+"""Held-out evaluation of an X-Dyna model on synthetic clips (the tiny model's model card):
+`evaluate_model_card`.
 
 Protocol (self-reenactment, as the paper's TikTok evaluation): for held-out synthetic clips
 (identities, dances and backgrounds never used in training, ``split="heldout"``), the model
@@ -7,7 +8,8 @@ ground-truth skeletons (and face patches); the output is compared with the clip'
 
 Metrics (higher is better for both):
 
-- ``psnr``: PSNR in dB between generated and ground-truth uint8 frames, per frame, averaged.
+- ``psnr``: PSNR in dB between generated and ground-truth uint8 frames, per frame
+  (`xdyna_core.eval.metrics.psnr`), averaged over the frames.
 - ``pose_iou`` (pose following): IoU between the generator's ground-truth person mask and a
   person mask *estimated from the generated frame*: pixels whose colour differs from the clip's
   true background at that time (the same scene rendered without the person) by more than
@@ -29,6 +31,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from .metrics import psnr
+
 MASK_THRESHOLD = 40  # of 255
 
 
@@ -45,7 +49,7 @@ class EvalClip:
 
 def heldout_clips(num_clips: int, num_frames: int = 16, height: int = 256, width: int = 128, first_seed: int = 0,
                   fps: float = 8.0) -> List[EvalClip]:
-    from . import synthetic
+    from xdyna_core import synthetic
 
     clips = []
     for s in range(first_seed, first_seed + num_clips):
@@ -55,13 +59,6 @@ def heldout_clips(num_clips: int, num_frames: int = 16, height: int = 256, width
                                      with_controls=False)
         clips.append(EvalClip(s, ref.frames[0], clip.frames, clip.pose_images, clip.face_images, clip.masks, bg.frames))
     return clips
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over frames of the per-frame PSNR (dB, peak 255) of uint8 clips [T, H, W, 3]."""
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = d.reshape(len(a), -1).mean(1)
-    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
 
 
 def estimate_person_mask(frame: np.ndarray, background: np.ndarray, threshold: int = MASK_THRESHOLD) -> np.ndarray:
@@ -88,7 +85,8 @@ def pose_following(frames: np.ndarray, clip: EvalClip) -> float:
 
 
 def score(frames: np.ndarray, clip: EvalClip) -> Dict[str, float]:
-    return {"psnr": psnr(frames, clip.frames), "pose_iou": pose_following(frames, clip)}
+    """The card's metrics of one generated clip (uint8 [T, H, W, 3]), each averaged over frames."""
+    return {"psnr": float(np.mean(psnr(frames, clip.frames))), "pose_iou": pose_following(frames, clip)}
 
 
 def preset_kwargs(name: str = "tiny-offline") -> dict:
@@ -149,7 +147,7 @@ def untrained_like(pipe, seed: int = 0):
     return type(pipe)(**comps)
 
 
-def evaluate(pipe, clips: List[EvalClip], call_kwargs: Optional[dict] = None, with_untrained: bool = True,
+def evaluate_model_card(pipe, clips: List[EvalClip], call_kwargs: Optional[dict] = None, with_untrained: bool = True,
              keep_frames: bool = False, log=print) -> dict:
     """Scores of the model, the untrained model and the repeat-the-reference baseline, all
     generated with ``call_kwargs`` (default: the ``tiny-offline`` preset's settings)."""

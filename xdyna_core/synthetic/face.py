@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import synthetic_raster as rz
+from . import raster as rz
 
 JAW = slice(0, 17)
 BROW_R, BROW_L = slice(17, 22), slice(22, 27)

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, fields, replace
 import cv2
 import numpy as np
 
-from . import synthetic_face as sf
-from . import synthetic_raster as rz
-from .synthetic_motion import (SIM_RATE, TAU, Choreography, apply, body_pose, chains, hand_points, interp_time,
+from . import face as sf
+from . import raster as rz
+from .motion import (SIM_RATE, TAU, Choreography, apply, body_pose, chains, hand_points, interp_time,
                                normalize, sim_grid)
 
 SKIN_TONES = np.array([
