@@ -19,6 +19,7 @@ import random
 import signal
 import sys
 import threading
+import time
 
 import gradio as gr  # the UI library: only this file and the browser tests import it
 
@@ -26,6 +27,7 @@ import app_view as view
 from xdyna_core import resources, runtime
 from xdyna_core.animation import animate as run_animation
 from xdyna_core.animation import WINDOW_SIZE, resolve_settings, save_side_by_side, save_video
+from xdyna_core.animation import extract as extract_motion
 from xdyna_core.errors import Cancelled, InputError, XDynaError
 from xdyna_core.limits import Workspace, check_clip, check_photo, limits_from_env
 
@@ -100,6 +102,29 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "default"
 
 
+def _still_wanted() -> callable:
+    """A check of whether Gradio still wants the running event's result: False once the event was
+    cancelled (the Cancel button, `Job.cancel()` of gradio_client, which cancel its task) or its
+    client went away (which marks the event not alive). The handler's thread itself is never
+    interrupted by Gradio, so the job asks this at every progress report and stops within one step.
+    Relies on Gradio's queue internals (LocalContext, the queue's active jobs, Event.alive); the API
+    cancel test in tests/test_faults.py pins that contract."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    if blocks is None or event_id is None or getattr(blocks, "_queue", None) is None:
+        return lambda: True
+
+    def wanted() -> bool:
+        for job in list(blocks._queue.active_jobs):
+            for event in job or ():
+                if event._id == event_id:
+                    return bool(getattr(event, "alive", True))
+        return False  # no longer among the running jobs: cancelled
+
+    return wanted
+
+
 def _new_cancel_event(request: gr.Request | None) -> threading.Event:
     """A fresh event per job: a cancelled job that is still finishing its current step keeps
     its own (set) event, so starting the next job cannot un-cancel it."""
@@ -142,8 +167,17 @@ def _friendly_errors(fn):
     return wrapper
 
 
-def _progress_fn(progress: gr.Progress):
-    return lambda frac, text: progress(frac, desc=text)
+def _progress_fn(progress: gr.Progress, cancel: threading.Event):
+    """Progress for the page that also turns Gradio's cancel (or a client gone) into our stop flag."""
+    wanted = _still_wanted()
+
+    def report(frac, text):
+        if not wanted():
+            cancel.set()
+            return
+        progress(frac, desc=text)
+
+    return report
 
 
 # --------------------------------------------------------------------------------------
@@ -168,11 +202,12 @@ def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request:
     """
     settings = view.motion_settings(resolution, fps, max_frames, retarget, LIMITS)
     cancel = _new_cancel_event(request)
-    ex = view.extract_with_previews(photo, driving_clip, settings, limits=LIMITS, workdir=WORKSPACE.new_job("extract"),
-                                    report=_progress_fn(progress), cancel=cancel)
+    ex, _ = view.extract_with_previews(photo, driving_clip, settings, limits=LIMITS,
+                                       workdir=WORKSPACE.new_job("extract"), report=_progress_fn(progress, cancel),
+                                       cancel=cancel)
     for text in ex.warnings:
         gr.Warning(text)
-    return str(ex.skeleton_video), str(ex.face_video), ex.overlay, ex.facts, ex
+    return str(ex.skeleton_video), str(ex.face_video), str(ex.overlay), ex.facts, ex
 
 
 @_on_gpu
@@ -226,30 +261,37 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         face_conditioning_scale=face_strength, seed=seed, window_overlap=window_overlap,
         window_schedule=window_schedule).validate(LIMITS)
     runtime.check_model(settings.model)  # before any work: no GPU for official X-Dyna is said at once
+    started = time.monotonic()
     cancel = _new_cancel_event(request)
-    report = _progress_fn(progress)
+    report = _progress_fn(progress, cancel)
 
-    extracted, previews = motion_state, [gr.skip()] * 4
+    previews = [gr.skip()] * 4
     key = view.extraction_key(check_photo(photo, LIMITS), check_clip(driving_clip, LIMITS)[0], motion_settings)
-    reused = extracted is not None and extracted.key == key
-    if not reused:
-        extracted = view.extract_with_previews(photo, driving_clip, motion_settings, limits=LIMITS,
-                                               workdir=WORKSPACE.new_job("extract"), report=report, cancel=cancel)
-        previews = [str(extracted.skeleton_video), str(extracted.face_video), extracted.overlay, extracted.facts]
+    reused = motion_state is not None and motion_state.key == key
+    if reused:  # the motion is in the engine's disk cache: read back, or extracted again if it went
+        motion = extract_motion(photo, driving_clip, motion_settings, keep_frames=True, limits=LIMITS, cancel=cancel)
+        extracted = motion_state
+    else:
+        extracted, motion = view.extract_with_previews(photo, driving_clip, motion_settings, limits=LIMITS,
+                                                       workdir=WORKSPACE.new_job("extract"), report=report,
+                                                       cancel=cancel)
+        previews = [str(extracted.skeleton_video), str(extracted.face_video), str(extracted.overlay), extracted.facts]
         for text in extracted.warnings:
             gr.Warning(text)
 
     if ZERO_GPU:
         report(0.05, "Waiting for a GPU (ZeroGPU); progress shows again when the video is ready")
-        result = _generate(photo, extracted.motion, settings)
+        result = _generate(photo, motion, settings)
     else:
-        result = _generate(photo, extracted.motion, settings, report, cancel)
+        result = _generate(photo, motion, settings, report, cancel)
+    if cancel.is_set():  # stopped after the last step: nothing is saved
+        raise Cancelled("stopped by the user")
     workdir = WORKSPACE.new_job("animate")
     report(0.95, "Saving the video")
     video = save_video(result, workdir / f"xdyna_seed{result.seed}.mp4")
     side = save_side_by_side(result, workdir / f"xdyna_seed{result.seed}_side_by_side.mp4")
     report(1.0, "Done")
-    status = view.describe_result(result, view.model_label(model), reused, result.timings.get("generate", 0.0))
+    status = view.describe_result(result, view.model_label(model), reused, time.monotonic() - started)
     return (str(video), str(side), [str(video), str(side)], status, *previews, extracted)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from xdyna_core import resources
 from xdyna_core.animation import WINDOW_SIZE, MotionSettings, Progress, Settings, extract, load_model, resolve_settings
 from xdyna_core.errors import InputError
-from xdyna_core.io import write_video
+from xdyna_core.io import save_image, write_video
 from xdyna_core.limits import Limits, check_clip, check_photo, file_hash
 from xdyna_core.preprocess.motion import face_patch_video, retarget_overlay
 from xdyna_core.presets import list_presets, load_preset
@@ -353,14 +353,15 @@ def progress_sentences(report: Optional[ReportFn], start: float = 0.0, span: flo
 
 @dataclass
 class Extracted:
-    """What step 1 hands to step 2 (kept in the page's session state)."""
+    """What step 1 hands to step 2, kept in the page's session state. Small on purpose: the motion
+    itself stays in the engine's disk cache (step 2 reads it back by the same key), so memory
+    does not grow with the number of visitors."""
 
     key: str  # photo hash + clip hash + motion settings: step 2 re-uses this only when it matches
     settings: MotionSettings
-    motion: object  # xdyna_core.preprocess.motion.Motion
     skeleton_video: Path
     face_video: Path
-    overlay: np.ndarray  # uint8 [H, W, 3] first retargeted skeleton drawn over the photo
+    overlay: Path  # png: the first retargeted skeleton drawn over the photo
     facts: str  # markdown
     warnings: list = field(default_factory=list)
 
@@ -380,8 +381,9 @@ def for_display(frames, min_height: int = PREVIEW_MIN_HEIGHT):
 
 
 def extract_with_previews(photo, clip, settings: MotionSettings, *, limits: Limits, workdir,
-                          report: Optional[ReportFn] = None, cancel: Optional[threading.Event] = None) -> Extracted:
-    """Step 1: the engine's `extract` (cached), then the previews the page shows."""
+                          report: Optional[ReportFn] = None, cancel: Optional[threading.Event] = None) -> tuple:
+    """Step 1: the engine's `extract` (cached on disk), then the previews the page shows.
+    Returns (`Extracted`, the `Motion`)."""
     settings = settings.validate(limits)
     photo = check_photo(photo, limits)
     clip, info = check_clip(clip, limits)
@@ -393,10 +395,10 @@ def extract_with_previews(photo, clip, settings: MotionSettings, *, limits: Limi
         report(0.85, "Writing the previews")
     skeleton = write_video(workdir / "skeleton.mp4", for_display(motion.pose_images), motion.fps)
     faces = write_video(workdir / "face_patches.mp4", for_display(face_patch_video(motion)), motion.fps)
-    overlay = for_display(retarget_overlay(motion=motion))
-    return Extracted(key=key, settings=settings, motion=motion, skeleton_video=skeleton, face_video=faces,
-                     overlay=overlay, facts=describe_motion(motion, info, settings),
-                     warnings=[w[:1].upper() + w[1:] for w in motion.warnings])
+    overlay = save_image(workdir / "overlay.png", for_display(retarget_overlay(motion=motion)))
+    return Extracted(key=key, settings=settings, skeleton_video=skeleton, face_video=faces, overlay=overlay,
+                     facts=describe_motion(motion, info, settings),
+                     warnings=[w[:1].upper() + w[1:] for w in motion.warnings]), motion
 
 
 def motion_settings(resolution, fps, max_frames, retarget, limits: Limits) -> MotionSettings:

@@ -39,6 +39,11 @@ def extracted(inputs, tmp_path_factory):
     return view.extract_with_previews(photo, clip, settings, limits=LIMITS, workdir=tmp_path_factory.mktemp("ex"))
 
 
+@pytest.fixture(scope="module")
+def motion(extracted):
+    return extracted[1]
+
+
 def _tiny_settings(**overrides):
     return resolve_settings(model=runtime.MODEL_TINY, preset="tiny-offline", size=(64, 64), fps=15, max_frames=5,
                             **overrides)
@@ -131,7 +136,7 @@ def test_presets_fill_every_setting_with_allowed_values():
     assert view.preset_for_model(runtime.MODEL_TINY) == "tiny-offline"
 
 
-def test_preset_options_without_a_widget_reach_the_pipeline(extracted, tiny):
+def test_preset_options_without_a_widget_reach_the_pipeline(motion, tiny):
     assert resolve_settings(model="official", preset="official").generation.extra == ()
     extra = dict(resolve_settings(model="tiny", preset="fast-all").generation.extra)
     assert extra["sampler"] == "dpmpp" and extra["deep_cache_interval"] == 2
@@ -140,9 +145,9 @@ def test_preset_options_without_a_widget_reach_the_pipeline(extracted, tiny):
     # The tiny model runs with them (same code path as official X-Dyna).
     settings = GenerationSettings(num_inference_steps=3, guidance_scale=2,
                                   extra=resolve_settings(model="tiny", preset="fast-all").generation.extra)
-    photo = load_image(extracted.motion.reference_image)
-    frames = generate(tiny, photo, extracted.motion, settings.validate(LIMITS))
-    plain = generate(tiny, photo, extracted.motion, GenerationSettings(num_inference_steps=3, guidance_scale=2))
+    photo = load_image(motion.reference_image)
+    frames = generate(tiny, photo, motion, settings.validate(LIMITS))
+    plain = generate(tiny, photo, motion, GenerationSettings(num_inference_steps=3, guidance_scale=2))
     assert frames.shape == plain.shape and not np.array_equal(frames, plain)
 
 
@@ -204,12 +209,13 @@ def test_one_dtype_policy(monkeypatch):
 
 
 def test_extract_gives_previews_and_facts(extracted, inputs):
-    from xdyna_core.io import read_video
+    from xdyna_core.io import load_image, read_video
 
-    assert extracted.motion.num_frames == 5 and extracted.motion.size == (64, 64)
+    extracted, motion = extracted
+    assert motion.num_frames == 5 and motion.size == (64, 64)
     skeleton = read_video(extracted.skeleton_video)
     assert len(skeleton) == 5 and skeleton.frames.shape[1] >= view.PREVIEW_MIN_HEIGHT
-    assert extracted.overlay.shape[0] >= view.PREVIEW_MIN_HEIGHT
+    assert load_image(extracted.overlay).shape[0] >= view.PREVIEW_MIN_HEIGHT
     assert "5 of 5 frames" in extracted.facts and "Whole body" in extracted.facts
     photo, clip = inputs
     same = view.extraction_key(photo, clip, extracted.settings)
@@ -218,13 +224,13 @@ def test_extract_gives_previews_and_facts(extracted, inputs):
     assert view.extraction_key(photo, clip, other) != extracted.key
 
 
-def test_animate_reports_steps_with_eta_and_is_reproducible(extracted, inputs, tiny, tmp_path):
+def test_animate_reports_steps_with_eta_and_is_reproducible(motion, inputs, tiny, tmp_path):
     from xdyna_core.io import read_video
 
     seen = []
     settings = _tiny_settings(num_inference_steps=2, guidance_scale=0, seed=3, strength=1.0)
     manager = runtime.ModelManager()
-    a = animate(inputs[0], extracted.motion, settings, models=manager,
+    a = animate(inputs[0], motion, settings, models=manager,
                 progress=view.progress_sentences(lambda f, t: seen.append((f, t))))
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -232,12 +238,12 @@ def test_animate_reports_steps_with_eta_and_is_reproducible(extracted, inputs, t
     video = read_video(save_video(a, tmp_path / "a.mp4"))
     assert len(video) == 5 and video.fps == pytest.approx(15)
     # Same seed, same settings: the same frames (compared before video encoding).
-    again = animate(inputs[0], extracted.motion, settings, models=manager)
+    again = animate(inputs[0], motion, settings, models=manager)
     assert np.array_equal(a.frames, again.frames)
     assert "Done in" in view.describe_result(a, view.model_label("tiny"), reused=True, seconds=1.0)
 
 
-def test_cancel_stops_within_a_step_and_writes_nothing(extracted, inputs, tmp_path):
+def test_cancel_stops_within_a_step_and_writes_nothing(motion, inputs, tmp_path):
     from xdyna_core.animation import GENERATION_LOCK
 
     cancel = threading.Event()
@@ -251,7 +257,7 @@ def test_cancel_stops_within_a_step_and_writes_nothing(extracted, inputs, tmp_pa
     settings = _tiny_settings(num_inference_steps=20, guidance_scale=0, strength=1.0)
     started = time.monotonic()
     with pytest.raises(Cancelled):
-        animate(inputs[0], extracted.motion, settings, progress=view.progress_sentences(progress), cancel=cancel)
+        animate(inputs[0], motion, settings, progress=view.progress_sentences(progress), cancel=cancel)
     assert not any("step 3 of" in t for t in steps)
     assert not GENERATION_LOCK.locked()
     assert time.monotonic() - started < 60

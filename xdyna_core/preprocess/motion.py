@@ -30,6 +30,8 @@ import hashlib
 import json
 import os
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -201,8 +203,10 @@ class Motion:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 arrays = {k: z[k] for k in cls._ARRAYS if k in z.files}
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
-            raise InputError(f"{path.name} is not a motion file written by xdyna extract ({err})") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            # a truncated or damaged file (full disk, killed writer) reads as any of these
+            raise InputError(f"{path.name} is damaged or not a motion file written by xdyna extract "
+                             f"({type(err).__name__}); extract the motion again") from None
         if meta.get("format") != "xdyna-motion":
             raise InputError(f"{path.name} is not a motion file written by xdyna extract")
         if meta.get("version", 0) > FORMAT_VERSION:
@@ -217,8 +221,6 @@ class Motion:
 def _savez_fast(path, arrays: dict) -> None:
     """`np.savez_compressed` with deflate level 1 instead of 6: the face patches are photo content,
     which level 6 compresses only ~10 % better at 2-3x the time. `np.load` reads it as usual."""
-    import zipfile
-
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1, allowZip64=True) as z:
         for name, a in arrays.items():
             with z.open(f"{name}.npy", "w", force_zip64=True) as f:
