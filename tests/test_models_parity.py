@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 DATA = Path(__file__).parent / "data" / "official_parity.safetensors"
 
@@ -133,3 +134,111 @@ def test_image_projection_matches_official(recorded):
     with torch.no_grad():
         tokens = proj(resampler_input())
     assert float((tokens - recorded["resampler"]).abs().max()) < 2e-5
+
+
+# ---- float64 ------------------------------------------------------------------------------
+# The recording is float32, so a float64 forward can only be compared with it at float32
+# precision. What float64 must honestly give is float64 arithmetic throughout: no hard-coded
+# float32 step inside. That is checked op by op (every floating-point result of a float64
+# forward is float64), and the steps that used to downcast are compared at 1e-8 with an
+# independent float64 computation (torch's own GroupNorm; math.sin / math.cos).
+
+
+class _NonFloat64Results(TorchDispatchMode):
+    """Records the ops that give a floating-point result other than float64, except inside
+    diffusers' ``Timesteps`` of the given models (its sinusoid is float32 in diffusers and in the
+    official UNet alike; both cast it to the model dtype before the embedding MLP)."""
+
+    def __init__(self, models):
+        from diffusers.models.embeddings import Timesteps
+
+        super().__init__()
+        self.stray, self.in_timesteps = {}, 0
+        for model in models:
+            for m in model.modules():
+                if isinstance(m, Timesteps):
+                    m.register_forward_pre_hook(lambda *_: self._enter(1))
+                    m.register_forward_hook(lambda *_: self._enter(-1))
+
+    def _enter(self, step):
+        self.in_timesteps += step
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for r in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(r, torch.Tensor) and r.is_floating_point() and r.dtype != torch.float64 and not self.in_timesteps:
+                self.stray[str(func)] = self.stray.get(str(func), 0) + 1
+        return out
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_float64_forward_computes_in_float64(recorded, case):
+    from xdyna_core.models import XDynaUNet, make_controlnet
+
+    cfg = CASES[case]["config"]
+    unet = fill_(XDynaUNet.from_config(cfg)).eval().double()
+    pose_net = fill_(make_controlnet(cfg, 3)).eval().double()
+    face_net = fill_(make_controlnet(cfg, 6)).eval().double()
+    sample, t, ehs, pose, face = (x.double() if x.is_floating_point() else x for x in case_inputs(case))
+    spy = _NonFloat64Results([unet, pose_net, face_net])
+    with torch.no_grad(), spy:
+        plain = unet(sample, t, ehs).sample
+        down, mid = controlnet_residuals(pose_net, face_net, sample, t, ehs, pose, face)
+        controlled = unet(sample, t, ehs, down, mid).sample
+    assert spy.stray == {}, f"float64 forward computed these ops in lower precision: {spy.stray}"
+    assert plain.dtype == controlled.dtype == torch.float64
+    # agrees with the float32 recording at float32 precision
+    assert float((plain - recorded[f"{case}.plain"].double()).abs().max()) < 2e-5
+    assert float((controlled - recorded[f"{case}.controlled"].double()).abs().max()) < 2e-5
+
+
+def test_float64_image_projection_computes_in_float64(recorded):
+    from xdyna_core.models import XDynaImageProjection
+
+    proj = fill_(XDynaImageProjection(**RESAMPLER)).eval().double()
+    embeds = resampler_input().double()
+    spy = _NonFloat64Results([proj])
+    with torch.no_grad(), spy:
+        tokens = proj(embeds)
+    assert spy.stray == {}, f"float64 forward computed these ops in lower precision: {spy.stray}"
+    assert float((tokens - recorded["resampler"].double()).abs().max()) < 2e-5
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_float64_frame_pooled_group_norm_matches_groupnorm_on_5d(chunks):
+    """docs/official-behaviour.md §10: the official norm is ``nn.GroupNorm`` on ``[B, C, N, h, w]``."""
+    from xdyna_core.models.unet import FramePooledGroupNorm
+
+    g = torch.Generator().manual_seed(0)
+    b, n, c, h, w = 2, 5, 32, 6, 7
+    x = (3 * torch.randn(b * n, c, h, w, generator=g) + 1).double()  # an offset: rounding of the mean matters
+    norm = FramePooledGroupNorm(8, c, eps=1e-5).double()
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.1 * torch.randn(c, generator=g))
+        norm.bias.copy_(0.1 * torch.randn(c, generator=g))
+    norm.chunks = chunks
+    reference = torch.nn.GroupNorm(8, c, eps=1e-5).double()
+    reference.load_state_dict(norm.state_dict())
+    with torch.no_grad():
+        ours = norm(x, n)
+        expected = reference(x.view(b, n, c, h, w).transpose(1, 2)).transpose(1, 2).reshape(b * n, c, h, w)
+    assert ours.dtype == torch.float64
+    assert float((ours - expected).abs().max()) < 1e-8
+
+
+def test_positional_encoding_follows_the_default_dtype():
+    """Like the official code, the motion modules' sinusoid is computed in torch's default dtype."""
+    from xdyna_core.models.motion_module import sinusoidal_positions
+
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        pe = sinusoidal_positions(24, 32)
+    finally:
+        torch.set_default_dtype(default)
+    pos, i = torch.meshgrid(torch.arange(24, dtype=torch.float64), torch.arange(16, dtype=torch.float64), indexing="ij")
+    angle = pos * torch.tensor(10000.0, dtype=torch.float64) ** (-2 * i / 32)
+    assert pe.dtype == torch.float64
+    assert float((pe[0, :, 0::2] - torch.sin(angle)).abs().max()) < 1e-8
+    assert float((pe[0, :, 1::2] - torch.cos(angle)).abs().max()) < 1e-8
+    assert sinusoidal_positions(24, 32).dtype == torch.float32  # float32 default: unchanged

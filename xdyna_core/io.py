@@ -12,7 +12,8 @@ only ever see uint8 RGB arrays:
   `stride`-th frame and writes at a fixed fps, which plays clips at the wrong speed.)
 - `write_video` writes H.264 yuv420p mp4 atomically: a temporary file in the same folder,
   renamed over the target only when complete (never a half-written output, also on errors
-  and cancellation).
+  and cancellation); it runs imageio-ffmpeg's ffmpeg program with deterministic settings, so
+  identical frames give a byte-identical file.
 - `load_image` reads photos with EXIF orientation, alpha (composited on white), grayscale,
   palette, CMYK and 16-bit inputs.
 - `side_by_side` / `frame_strip` build previews.
@@ -32,7 +33,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from xdyna_core.errors import Cancelled, InputError
+from xdyna_core.errors import Cancelled, InputError, XDynaError
 
 # Limits (all overridable per call). They keep one upload from exhausting memory or time.
 DEFAULT_MAX_SIDE = 1280  # longest side of decoded frames; larger videos are downscaled while decoding
@@ -363,7 +364,12 @@ def read_video(
         frame_dur = float(np.median(gaps)) if gaps else 1.0 / (src_fps or out_fps)
         decoded_span = decoder.last_time + frame_dur
         stated = duration  # the video stream's duration, else the container's
-        if not decoder.done and stated and decoded_span < 0.75 * stated and stated - decoded_span > 0.5:
+        stated_frames = stream.frames or 0  # frames the header lists (mp4/mov); 0 when unknown
+        cut_short = bool(stated) and (
+            (decoded_span < 0.75 * stated and stated - decoded_span > 0.5)
+            # short clips: the 0.5 s margin cannot see 1 of 8 frames at 15 fps; the header's count can
+            or (stated_frames >= 4 and decoded < 0.75 * stated_frames))
+        if not decoder.done and cut_short:
             # Ran out of data long before the end the header announces: a cut-short upload.
             if not allow_truncated:
                 raise InputError(
@@ -517,65 +523,120 @@ def replace_atomically(tmp, path) -> None:
     os.replace(tmp, path)
 
 
+# Encoding settings. Why:
+# - The ffmpeg program shipped with imageio-ffmpeg, not PyAV: PyAV's libx264 encoder gave
+#   different pixels (up to ±30 levels) for the same frames from one call to the next, even in one
+#   process; the program with the settings below writes byte-identical files for identical frames
+#   (same seed + same settings = the same video). PyAV still decodes everything.
+# - Deterministic settings: one x264 thread (x264's output depends on its thread count, which
+#   "auto" takes from the machine's cores), bit-exact colour conversion (swscale's SIMD paths may
+#   round differently per CPU), and no varying metadata (no encoder/creation-time tags, fixed
+#   Matroska ids): -fflags/-flags:v +bitexact, -map_metadata -1.
+# - yuv420p H.264 (High profile) plays in every browser; its half-resolution colour is what limits
+#   tiny frames (64x128: up to ~60-100 levels at sharp colour edges, mean ~2, even losslessly).
+#   On top of that, crf 18 added coding errors of up to 42 levels (mean 2.0) at 64x128; small
+#   frames (at most 256x256 pixels) therefore get crf 10 and -tune psnr (faithful pixels rather
+#   than psycho-visual detail: coding error max ~11, mean ~1.1; ~1.7 KiB per frame at 64x128).
+#   Measured on assets/examples/dance_1.mp4 resized and synthetic clips; see the io tests.
+DEFAULT_CRF = 18
+SMALL_FRAME_PIXELS = 256 * 256
+SMALL_FRAME_CRF = 10
+_SWS_FLAGS = "bicubic+accurate_rnd+bitexact"
+_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+
+
+def _encode_command(tmp: Path, fmt: str, width: int, height: int, fps: float, crf: Optional[int], preset: str) -> list:
+    """The ffmpeg command that reads raw rgb24 frames of width x height from stdin and writes `tmp`."""
+    import imageio_ffmpeg
+
+    small = width * height <= SMALL_FRAME_PIXELS
+    if crf is None:
+        crf = SMALL_FRAME_CRF if small else DEFAULT_CRF
+    rate = Fraction(fps).limit_denominator(1001)
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", f"{rate.numerator}/{rate.denominator}",
+           "-i", "pipe:0", "-an", "-sws_flags", _SWS_FLAGS, "-pix_fmt", "yuv420p",
+           # BT.601 limited range is what the RGB -> YUV conversion uses; tagged so players need not guess
+           "-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m", "-color_range", "tv"]
+    if fmt == "webm":
+        cmd += ["-c:v", "libvpx-vp9", "-crf", str(crf + 14), "-b:v", "0"]
+    else:
+        cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf)] + (["-tune", "psnr"] if small else [])
+    cmd += ["-threads", "1", "-map_metadata", "-1", "-metadata:s:v:0", "encoder=", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
+    if fmt in ("mp4", "mov"):
+        cmd += ["-movflags", "+faststart"]
+    return cmd + ["-f", fmt, "-y", str(tmp)]
+
+
 def write_video(
     path,
     frames: Union[np.ndarray, Iterable[np.ndarray]],
     fps: float,
-    crf: int = 18,
+    crf: Optional[int] = None,
     preset: str = "fast",
     progress: Optional[ProgressFn] = None,
 ) -> Path:
-    """Write RGB frames as an H.264 (yuv420p) mp4, atomically.
+    """Write RGB frames as an H.264 (yuv420p) mp4, atomically and reproducibly.
 
     frames: uint8 [T,H,W,3] (or an iterable of [H,W,3] frames; float frames in [0,1] are
     scaled). Odd sizes are padded to even by repeating the last row/column (yuv420p needs even
-    dimensions). The file is written next to `path` under a temporary name and renamed over
-    `path` only when complete; on any error or `Cancelled` the temporary file is removed.
-    `.webm` paths get VP9 instead of H.264; `.mov`/`.mkv` keep H.264.
+    dimensions). crf: x264 quality (lower = more faithful, larger); None picks 10 for frames of
+    at most 256x256 pixels (which are also encoded with -tune psnr) and 18 for larger ones (see
+    the settings above); 0 is lossless but needs the High 4:4:4 profile, which browsers do not
+    play. Identical frames and
+    settings give a byte-identical file. The file is written next to `path` under a temporary
+    name and renamed over `path` only when complete; on any error or `Cancelled` the temporary
+    file is removed. `.webm` paths get VP9 instead of H.264; `.mov`/`.mkv` keep H.264.
     """
-    import av
+    import subprocess
 
     path = Path(os.fspath(path))
     suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".mov", ".mkv", ".m4v", ".webm"):
+    if suffix not in _CONTAINERS:
         raise InputError(f"cannot write video to {path.name}: use a .mp4 (or .mov, .mkv, .webm) file name")
     if not fps or fps <= 0:
         raise InputError(f"fps must be positive, got {fps}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path_for(path)
     total = len(frames) if hasattr(frames, "__len__") else None
+    encoder = None
     try:
-        fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}[suffix]
-        options = {"movflags": "+faststart"} if fmt in ("mp4", "mov") else {}
-        with av.open(str(tmp), mode="w", format=fmt, options=options) as container:
-            stream = None
+        with tempfile.TemporaryFile() as log:
             n = 0
             for frame in frames:
                 frame = _as_uint8_rgb(frame)
-                if stream is None:
+                if encoder is None:
                     h, w = frame.shape[:2]
                     eh, ew = h + h % 2, w + w % 2
-                    rate = Fraction(fps).limit_denominator(1001)
-                    if suffix == ".webm":
-                        stream = container.add_stream("libvpx-vp9", rate=rate, options={"crf": str(crf + 14), "b": "0", "row-mt": "1"})
-                    else:
-                        stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset})
-                    stream.width, stream.height = ew, eh
-                    stream.pix_fmt = "yuv420p"
+                    # Own session: a Ctrl-C reaches only Python, which then stops ffmpeg below.
+                    encoder = subprocess.Popen(_encode_command(tmp, _CONTAINERS[suffix], ew, eh, fps, crf, preset),
+                                               stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
+                                               start_new_session=True)
                 if frame.shape[:2] != (h, w):
                     raise InputError(f"all frames must have the same size: frame {n} is {frame.shape[1]}×{frame.shape[0]}, the first {w}×{h}")
                 if (eh, ew) != (h, w):
                     frame = np.pad(frame, ((0, eh - h), (0, ew - w), (0, 0)), mode="edge")
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                    container.mux(packet)
+                try:
+                    encoder.stdin.write(np.ascontiguousarray(frame).data)
+                except BrokenPipeError:
+                    break  # ffmpeg stopped; its message is reported below
                 n += 1
                 _report(progress, n, total)
-            if stream is None:
+            if encoder is None:
                 raise InputError("no frames to write")
-            for packet in stream.encode():
-                container.mux(packet)
+            try:
+                encoder.stdin.close()
+            except BrokenPipeError:
+                pass
+            if encoder.wait() != 0:
+                log.seek(0)
+                reason = log.read().decode(errors="replace").strip().splitlines()[:2]  # the cause comes first
+                raise XDynaError(f"could not write {path.name}: ffmpeg stopped ({' / '.join(reason) or f'exit code {encoder.returncode}'})")
         replace_atomically(tmp, path)
     except BaseException:
+        if encoder is not None and encoder.poll() is None:
+            encoder.kill()
+            encoder.wait()
         tmp.unlink(missing_ok=True)
         raise
     return path

@@ -20,9 +20,10 @@ from .attention import chunked_feed_forward, multi_head_attention
 
 def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
     """Transformer sinusoid ``[1, max_len, dim]``: even channels sin, odd channels cos,
-    frequency ``10000^(-2i/dim)`` (Vaswani et al. 2017, Sec. 3.5)."""
-    position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
-    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    frequency ``10000^(-2i/dim)`` (Vaswani et al. 2017, Sec. 3.5). Computed in torch's default
+    dtype, like the official code (float32 unless a float64 default is set)."""
+    position = torch.arange(max_len, dtype=torch.get_default_dtype()).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, dim, 2, dtype=torch.get_default_dtype()) * (-math.log(10000.0) / dim))
     pe = torch.zeros(1, max_len, dim)
     pe[0, :, 0::2] = torch.sin(position * div_term)
     pe[0, :, 1::2] = torch.cos(position * div_term)

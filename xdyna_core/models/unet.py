@@ -58,18 +58,19 @@ def frame_pooled_group_norm(x: torch.Tensor, norm: nn.GroupNorm, num_frames: int
 
     Equal to ``nn.GroupNorm`` applied to the un-folded ``[B, C, N, h, w]`` tensor (official
     docs/official-behaviour.md §10): mean and variance per (sample, group) over C/G channels x N x h x w.
-    Statistics are computed in float32.
+    Statistics are computed in float32, or in float64 for float64 inputs (never downcast).
     """
     bn, c, h, w = x.shape
     groups = norm.num_groups
-    xs = x.view(bn // num_frames, num_frames, groups, c // groups, h, w).float()
+    stats = torch.promote_types(x.dtype, torch.float32)
+    xs = x.view(bn // num_frames, num_frames, groups, c // groups, h, w).to(stats)
     var, mean = torch.var_mean(xs, dim=(1, 3, 4, 5), keepdim=True, correction=0)
     scale = torch.rsqrt(var + norm.eps)
     shift = -mean * scale
     if norm.affine:
-        weight = norm.weight.float().view(1, 1, groups, c // groups, 1, 1)
+        weight = norm.weight.to(stats).view(1, 1, groups, c // groups, 1, 1)
         scale = scale * weight
-        shift = shift * weight + norm.bias.float().view(1, 1, groups, c // groups, 1, 1)
+        shift = shift * weight + norm.bias.to(stats).view(1, 1, groups, c // groups, 1, 1)
     return torch.addcmul(shift, xs, scale).to(x.dtype).view(bn, c, h, w)
 
 
@@ -83,16 +84,17 @@ def frame_pooled_group_norm_chunked(x: torch.Tensor, norm: nn.GroupNorm, num_fra
     out = torch.empty_like(xv)
     weight = norm.weight.view(groups, c // groups) if norm.affine else None
     bias = norm.bias.view(groups, c // groups) if norm.affine else None
+    stats = torch.promote_types(x.dtype, torch.float32)
     for idx in torch.arange(groups).chunk(chunks):
         g0, g1 = int(idx[0]), int(idx[-1]) + 1
-        xs = xv[:, :, g0:g1].float()
+        xs = xv[:, :, g0:g1].to(stats)
         var, mean = torch.var_mean(xs, dim=(1, 3, 4, 5), keepdim=True, correction=0)
         scale = torch.rsqrt(var + norm.eps)
         shift = -mean * scale
         if norm.affine:
-            wg = weight[g0:g1].float().view(1, 1, g1 - g0, c // groups, 1, 1)
+            wg = weight[g0:g1].to(stats).view(1, 1, g1 - g0, c // groups, 1, 1)
             scale = scale * wg
-            shift = shift * wg + bias[g0:g1].float().view(1, 1, g1 - g0, c // groups, 1, 1)
+            shift = shift * wg + bias[g0:g1].to(stats).view(1, 1, g1 - g0, c // groups, 1, 1)
         out[:, :, g0:g1] = torch.addcmul(shift, xs, scale).to(x.dtype)
         del xs
     return out.view(bn, c, h, w)
