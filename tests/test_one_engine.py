@@ -29,7 +29,7 @@ def _cli(photo, clip, out, cache):
            "--size", SETTINGS["size"], "--fps", str(SETTINGS["fps"]), "--max-frames", str(SETTINGS["max_frames"]),
            "--retarget", SETTINGS["retarget"], "--preset", SETTINGS["preset"], "--steps", str(SETTINGS["steps"]),
            "--seed", str(SETTINGS["seed"]), "-o", str(out), "--quiet"]
-    env = dict(os.environ, XDYNA_CACHE_DIR=str(cache), OMP_NUM_THREADS="1")
+    env = dict(os.environ, XDYNA_CACHE_DIR=str(cache))
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     return out
