@@ -368,3 +368,47 @@ def test_cuda_bf16_offload_and_batching():
     assert np.isfinite(bf16).all() and np.abs(bf16 - ref).mean() < 0.05
     assert np.abs(a - ref).max() < 1e-5 and np.abs(b - ref).max() < 1e-5
     assert model_off.unet.device.type == "cpu"
+
+
+# --------------------------------------------------------------------------- settings object
+
+
+def test_speed_options_object_equals_the_keywords(pipe):
+    from dataclasses import FrozenInstanceError
+
+    from xdyna_core.speed import SpeedOptions
+
+    kw = dict(window_batch_size=2, guidance_truncation=0.6, deep_cache_interval=2, deep_cache_branch=0)
+    speed = SpeedOptions(**kw)
+    assert torch.equal(gen(pipe, 40, steps=5, speed=speed), gen(pipe, 40, steps=5, **kw))
+    assert torch.equal(gen(pipe, 8, speed=SpeedOptions()), gen(pipe, 8))
+    with pytest.raises(InputError, match="not both"):
+        gen(pipe, 8, speed=speed, sampler="dpmpp")
+    with pytest.raises(InputError, match="window_batch_size"):
+        gen(pipe, 8, speed=SpeedOptions(window_batch_size=0))
+    with pytest.raises(FrozenInstanceError):
+        speed.sampler = "dpmpp"
+    assert SpeedOptions(guidance_truncation=0.6).cfg_steps(5) == 3 and SpeedOptions().cfg_steps(5) == 5
+    with pytest.raises(InputError, match="deep_cache_branch"):
+        SpeedOptions(deep_cache_interval=2, deep_cache_branch=2).validate(first_level_layers=1)
+    with pytest.raises(InputError, match="blend"):
+        SpeedOptions(deep_cache_interval=2).validate(1, window_schedule="official")
+
+
+def test_deep_cache_state_reuses_features_between_full_steps_with_the_same_cfg_batch():
+    from xdyna_core.speed import SpeedOptions
+
+    assert SpeedOptions().deep_cache() is None  # interval 1 = off
+    state = SpeedOptions(deep_cache_interval=3, deep_cache_branch=1).deep_cache()
+    source = {}  # step -> the step whose features it reused
+    for step, halves in enumerate([2, 2, 2, 2, 1, 1, 1]):  # CFG off from step 4 (guidance truncation)
+        state.begin_step(step)
+        got = state.reusable(0, halves)
+        if got is None:
+            state.store(0, halves, torch.tensor(step))  # a full step caches its features
+        else:
+            source[step] = int(got)
+    # full steps: 0 and 3 (every 3rd), 4 (CFG batch changed), 6 (every 3rd)
+    assert source == {1: 0, 2: 0, 5: 4}
+    assert state.reusable(1, 1) is None  # another window group has nothing cached
+    assert state.shallow_residual_count(None) == 2  # conv_in + the one recomputed layer

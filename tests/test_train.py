@@ -245,7 +245,7 @@ def test_training_prediction_equals_the_pipeline_unet_call():
     expected = (output.sample if hasattr(output, "sample") else output[0])[:, :, 1:]
 
     with torch.no_grad():
-        text = pipe._encode_text("", "cpu")
+        text = pipe.encode_prompt("", "cpu")
         obj = VideoObjective(pipe.unet, pipe.controlnet, pipe.image_proj, pipe.vae, pipe.image_encoder,
                              pipe.feature_extractor, text, torch.ones(1000), pipe.controlnet_face, use_face=True)
         reference = torch.from_numpy(ref_u8).permute(2, 0, 1)[None].float() / 127.5 - 1

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 import platform
 import sys
@@ -33,6 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+
+from xdyna_core.speed import DeepCacheState, SpeedOptions
 
 SCHEMA = "xdyna-bench/1"
 
@@ -142,7 +143,7 @@ def window_flops(pipe, frames: int = WINDOW_SIZE, height: int = 896, width: int 
         if deep_cache_partial:
             from xdyna_core.models.controlnet import controlnet_shallow_residuals
 
-            shallow = unet.shallow_skip_count if deep_cache_branch is None else deep_cache_branch + 1
+            shallow = DeepCacheState(interval=2, branch=deep_cache_branch).shallow_residual_count(unet)
             out[name] = count_flops(controlnet_shallow_residuals, *args, num_residuals=shallow, **kwargs)
         else:
             out[name] = count_flops(*args, return_dict=False, **kwargs)
@@ -346,8 +347,7 @@ MODES: Dict[str, dict] = {
     "fast-all": dict(dtype="bfloat16", cudnn_benchmark=True, preset="fast-all",
                      about="preset fast-all: DPM-Solver++, guidance truncation and DeepCache together"),
 }
-SPEED_KEYS = ("sampler", "guidance_truncation", "deep_cache_interval", "deep_cache_branch", "window_batch_size",
-              "num_inference_steps", "decode_chunk_size")
+SPEED_KEYS = SpeedOptions.field_names() + ("num_inference_steps", "decode_chunk_size")
 
 
 @dataclasses.dataclass
@@ -708,16 +708,20 @@ def _step_flops(flops: dict, num_frames: int, steps: int, call: dict) -> int:
     the first ceil(guidance_truncation * steps) steps, DeepCache full steps every
     deep_cache_interval-th step (and whenever CFG switches off) and partial ones between."""
     windows = num_windows(num_frames)
-    trunc = call.get("guidance_truncation")
-    cfg_steps = steps if trunc is None else math.ceil(trunc * steps - 1e-9)
-    interval = call.get("deep_cache_interval", 1)
-    total, last_halves = 0, None
+    speed = SpeedOptions(guidance_truncation=call.get("guidance_truncation"),
+                         deep_cache_interval=call.get("deep_cache_interval", 1))
+    cfg_steps = speed.cfg_steps(steps)
+    deep_cache = speed.deep_cache()  # the pipeline's rule for which steps reuse features
+    total = 0
     for i in range(steps):
         key = "cfg" if i < cfg_steps else "no_cfg"
         halves = 2 if i < cfg_steps else 1
-        partial = interval > 1 and i % interval != 0 and last_halves == halves
-        if interval > 1 and not partial:
-            last_halves = halves
+        partial = False
+        if deep_cache is not None:
+            deep_cache.begin_step(i)
+            partial = deep_cache.reusable(0, halves) is not None
+            if not partial:
+                deep_cache.store(0, halves, torch.empty(0))  # a full step: its features are cached
         total += flops.get(f"{key}_deep_cache_partial" if partial else key, flops[key])["total"]
     return int(windows * total / steps)
 

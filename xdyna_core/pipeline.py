@@ -23,7 +23,7 @@ Deliberate differences, all documented:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -40,12 +40,12 @@ from diffusers.utils.torch_utils import randn_tensor
 import xdyna_core.models  # noqa: F401
 from xdyna_core.models.loading import OFFICIAL_SCHEDULER_CONFIG, official_scheduler  # noqa: F401  (DDIM, §25)
 from xdyna_core.errors import Cancelled, InputError
+from xdyna_core.speed import SAMPLERS, DeepCacheState, SpeedOptions  # noqa: F401  (SAMPLERS: re-exported)
 from xdyna_core.windows import blend_windows, official_windows, window_weights
 
 logger = logging.get_logger(__name__)
 
 WINDOW_SCHEDULES = ("blend", "official")
-SAMPLERS = ("ddim", "dpmpp")
 OUTPUT_TYPES = ("np", "pt", "pil", "uint8", "latent")
 
 @dataclass
@@ -79,6 +79,30 @@ class ProgressInfo:
         if self.stage == "decode":
             return 1.0 if self.total_steps == 0 else self.step / self.total_steps
         return (self.step * self.num_windows + self.window) / max(1, self.total_steps * self.num_windows)
+
+
+@dataclass
+class Conditioning:
+    """What the noise predictor reads besides latents and timestep; fixed during sampling
+    (built by `XDynaPipeline.encode_conditioning`)."""
+
+    unet_context: torch.Tensor  # [halves, 77 + 16, D]: text + IP tokens; [uncond, cond] with CFG
+    control_text: torch.Tensor  # [R, 77, D]: ControlNet text (R = 1 when both CFG halves see the same, §17)
+    pose: np.ndarray  # uint8 [T, H, W, 3]
+    pose_range: tuple  # clip-wide (min, max) after x/255*2-1 (§18)
+    pose_scale: float  # 0 = pose ControlNet off
+    face: Optional[np.ndarray]  # uint8 [T, H, W, 6] or None
+    face_ranges: Optional[tuple]  # (local, global) ranges
+    face_scale: float
+
+    @property
+    def halves(self) -> int:
+        """UNet batch per window: 2 with CFG ([uncond, cond]), else 1."""
+        return self.unet_context.shape[0]
+
+    def conditional(self) -> "Conditioning":
+        """The conditional half only (steps without CFG)."""
+        return replace(self, unet_context=self.unet_context[-1:], control_text=self.control_text[-1:])
 
 
 # ---------------------------------------------------------------------------
@@ -339,9 +363,12 @@ class XDynaPipeline(DiffusionPipeline):
         components = load_official_components(*args, face=face, torch_dtype=torch_dtype or torch.float32, **kwargs)
         return cls(**components)
 
-    # -- encoders (run once per call) -------------------------------------
+    # -- encoders (run once per call; training encodes with the same methods) ----
 
-    def _encode_text(self, prompt: str, device) -> torch.Tensor:
+    def encode_prompt(self, prompt: str, device=None) -> torch.Tensor:
+        """CLIP text tokens of `prompt`, padded to the tokenizer's length (77): [1, 77, D]
+        float32 (§21)."""
+        device = self._execution_device if device is None else device
         ids = self.tokenizer(
             prompt,
             padding="max_length",
@@ -351,26 +378,70 @@ class XDynaPipeline(DiffusionPipeline):
         ).input_ids
         return self.text_encoder(ids.to(device))[0].float()
 
-    def _encode_ip_tokens(self, image: np.ndarray, device) -> tuple:
-        """IP-Adapter-Plus tokens: cond from the uncropped reference (§22),
-        uncond from an all-zero *normalised* pixel tensor, i.e. the CLIP mean
-        colour image (§23). Returns (uncond, cond), each [1, 16, D]."""
-        dtype = self.image_encoder.dtype
-        pixels = self.feature_extractor(images=PIL.Image.fromarray(image), return_tensors="pt").pixel_values
-        pixels = pixels.to(device=device, dtype=dtype)
-        tokens = []
-        for px in (torch.zeros_like(pixels), pixels):
-            hidden = self.image_encoder(px, output_hidden_states=True).hidden_states[-2]
-            tokens.append(self.image_proj(hidden.to(self.image_proj.dtype)).float())
-        return tokens[0], tokens[1]
+    def encode_image(self, image, device=None, unconditional: bool = True) -> tuple:
+        """Penultimate-layer CLIP hidden states of `image` (a PIL image or uint8 [H, W, 3]
+        array, or a list of them; given uncropped, the CLIP processor resizes and crops,
+        §22): [N, L, D] in the image encoder's dtype. With `unconditional`, also those of
+        the all-zero *normalised* pixel tensor, i.e. the CLIP mean-colour image (the
+        unconditional image, §23): [1, L, D] (else None). Returns (cond, uncond), as
+        diffusers' `encode_image(..., output_hidden_states=True)`."""
+        device = self._execution_device if device is None else device
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        images = [im if isinstance(im, PIL.Image.Image) else PIL.Image.fromarray(im) for im in images]
+        pixels = self.feature_extractor(images=images, return_tensors="pt").pixel_values
+        pixels = pixels.to(device=device, dtype=self.image_encoder.dtype)
+        hidden = self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
+        uncond = None
+        if unconditional:
+            uncond = self.image_encoder(torch.zeros_like(pixels[:1]), output_hidden_states=True).hidden_states[-2]
+        return hidden, uncond
 
-    def _encode_reference(self, image_hw: np.ndarray, generator, device) -> torch.Tensor:
-        """Reference latent: /127.5 − 1, VAE posterior *sample* with the seeded
-        generator, × scaling factor (§24). Returns [1, 4, h, w] float32."""
-        x = torch.from_numpy(image_hw).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32)
-        x = (x / 127.5 - 1.0).to(self.vae.dtype)
-        sample = self.vae.encode(x).latent_dist.sample(generator=generator)
-        return sample.float() * self.vae.config.scaling_factor
+    def encode_ip_adapter_tokens(self, image, device=None) -> tuple:
+        """IP-Adapter-Plus tokens: the resampler (`image_proj`) on `encode_image`'s hidden
+        states; cond from the uncropped reference (§22), uncond from the mean-colour image
+        (§23). Returns (uncond, cond), each [1, 16, D] float32."""
+        hidden, uncond = self.encode_image(image, device)
+        return tuple(self.image_proj(h.to(self.image_proj.dtype)).float() for h in (uncond, hidden))
+
+    def preprocess_reference(self, image: np.ndarray, height: int, width: int, device=None) -> torch.Tensor:
+        """Reference photo uint8 [H', W', 3] -> [1, 3, height, width] float32 in [-1, 1]:
+        centre-crop and resize to the output (§34), then /127.5 − 1 (§24)."""
+        device = self._execution_device if device is None else device
+        framed = prepare_reference_image(image, height, width)
+        x = torch.from_numpy(framed).permute(2, 0, 1)[None].to(device=device, dtype=torch.float32)
+        return x / 127.5 - 1.0
+
+    def encode_latents(self, images: torch.Tensor, generator: Optional[torch.Generator] = None,
+                       chunk_size: int = 64) -> torch.Tensor:
+        """Images [N, 3, H, W] in [-1, 1] -> VAE posterior *sample* drawn from `generator`,
+        × scaling factor (the reference latent, §24): [N, 4, h, w] float32. `chunk_size`
+        images per VAE call (one draw per chunk)."""
+        out = []
+        for s in range(0, images.shape[0], chunk_size):
+            x = images[s : s + chunk_size].to(self.vae.dtype)
+            out.append(self.vae.encode(x).latent_dist.sample(generator=generator))
+        return torch.cat(out).float() * self.vae.config.scaling_factor
+
+    def encode_conditioning(self, prompt: str, negative_prompt: str, ip_image: np.ndarray, pose: np.ndarray,
+                            face: Optional[np.ndarray], do_cfg: bool, pose_scale: float, face_scale: float,
+                            device=None) -> "Conditioning":
+        """Everything the noise predictor reads that does not change during sampling: UNet
+        context = text + IP-Adapter tokens ([uncond, cond] with CFG), the ControlNets' text
+        (text only, §17) and the control streams with their clip-wide ranges (§18)."""
+        device = self._execution_device if device is None else device
+        text_c = self.encode_prompt(prompt, device)
+        text_u = text_c if negative_prompt == prompt else self.encode_prompt(negative_prompt, device)
+        ip_u, ip_c = self.encode_ip_adapter_tokens(ip_image, device)
+        if do_cfg:
+            unet_context = torch.cat([torch.cat([text_u, ip_u], 1), torch.cat([text_c, ip_c], 1)])
+            # ControlNets see text only (§17): identical halves -> compute once.
+            control_text = text_c if negative_prompt == prompt else torch.cat([text_u, text_c])
+        else:
+            unet_context = torch.cat([text_c, ip_c], 1)
+            control_text = text_c
+        face_ranges = (control_range(face[..., :3]), control_range(face[..., 3:])) if face is not None else None
+        return Conditioning(unet_context, control_text, pose, control_range(pose), pose_scale, face, face_ranges,
+                            face_scale)
 
     # -- one ControlNet over a window ---------------------------------------
 
@@ -404,28 +475,27 @@ class XDynaPipeline(DiffusionPipeline):
 
         return [to5d(d) for d in down], (None if mid is None else to5d(mid))
 
-    # -- main entry ----------------------------------------------------------
+    # -- input checks ------------------------------------------------------------
 
-    def _check_speed_options(self, window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule,
-                             deep_cache_branch=None, strength=1.0):
-        if not isinstance(window_batch_size, int) or window_batch_size < 1:
-            raise InputError(f"window_batch_size must be an integer >= 1, got {window_batch_size!r}")
-        if sampler is not None and sampler not in SAMPLERS:
-            raise InputError(f"sampler must be None (the pipeline's scheduler) or one of {SAMPLERS}, got {sampler!r}")
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
-            raise InputError(f"strength is the fraction of the denoising schedule to run, in (0, 1]; got {strength!r}")
-        if guidance_truncation is not None and not 0 < guidance_truncation <= 1:
-            raise InputError(f"guidance_truncation is the fraction of steps with CFG, in (0, 1]; got {guidance_truncation}")
-        if not isinstance(deep_cache_interval, int) or deep_cache_interval < 1:
-            raise InputError(f"deep_cache_interval must be an integer >= 1 (1 = off), got {deep_cache_interval!r}")
-        if deep_cache_branch is not None:
-            layers = len(self.unet.down_blocks[0].resnets) if hasattr(self.unet, "down_blocks") else 0
-            if not isinstance(deep_cache_branch, int) or not 0 <= deep_cache_branch <= layers:
-                raise InputError(f"deep_cache_branch must be an integer in 0..{layers} (first-level UNet layers), "
-                                 f"got {deep_cache_branch!r}")
-        if deep_cache_interval > 1 and window_schedule != "blend":
-            raise InputError("deep_cache_interval > 1 needs window_schedule='blend' (the official windows move every step, "
-                             "so cached features would belong to other frames)")
+    @property
+    def _first_level_layers(self) -> int:
+        """Layers of the UNet's first down block (the range of `deep_cache_branch`)."""
+        return len(self.unet.down_blocks[0].resnets) if hasattr(self.unet, "down_blocks") else 0
+
+    @staticmethod
+    def _speed_options(speed: Optional[SpeedOptions], **keywords) -> SpeedOptions:
+        """The call's `SpeedOptions`: `speed`, or built from the keyword arguments of the same
+        names (presets set those); giving both is an error."""
+        if speed is None:
+            return SpeedOptions(**keywords)
+        if not isinstance(speed, SpeedOptions):
+            raise InputError(f"speed must be a SpeedOptions, got {type(speed).__name__}")
+        default = SpeedOptions()
+        given = sorted(k for k, v in keywords.items() if v != getattr(default, k))
+        if given:
+            raise InputError(f"give the speed settings either as speed=SpeedOptions(...) or as keywords, not both "
+                             f"(got speed and {given})")
+        return speed
 
     def _sampler(self, sampler: Optional[str]):
         """The scheduler for one call: the pipeline's own (None), or a fresh DDIM /
@@ -485,7 +555,8 @@ class XDynaPipeline(DiffusionPipeline):
         return self
 
     def check_inputs(self, height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
-                     window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs):
+                     window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs,
+                     strength=1.0, window_offsets=None, latents=None):
         m = self.size_multiple
         if height % m or width % m or height <= 0 or width <= 0:
             raise InputError(
@@ -510,6 +581,35 @@ class XDynaPipeline(DiffusionPipeline):
         bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
         if bad:
             raise InputError(f"callback_on_step_end_tensor_inputs {bad} not in {self._callback_tensor_inputs}")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise InputError(f"strength is the fraction of the denoising schedule to run, in (0, 1]; got {strength!r}")
+        if window_offsets is not None and window_schedule == "official" and len(window_offsets) < num_inference_steps:
+            raise InputError(f"window_offsets needs one offset per step ({num_inference_steps}), got {len(window_offsets)}")
+        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
+        if latents is not None and tuple(latents.shape) != (1, 4, num_frames, h, w):
+            raise InputError(f"latents (noise) must have shape {(1, 4, num_frames, h, w)}, got {tuple(latents.shape)}")
+
+    def check_control_images(self, pose: np.ndarray, face_images, height: int, width: int,
+                             face_conditioning_scale: float) -> Optional[np.ndarray]:
+        """Check the pose frames' size and convert the face patches (uint8 [T, H, W, 6]);
+        returns them, or None when there are none to use (no S-Face ControlNet, scale 0)."""
+        num_frames = pose.shape[0]
+        if pose.shape[1:3] != (height, width):
+            raise InputError(
+                f"pose_images are {pose.shape[2]}x{pose.shape[1]} (WxH) but the output is {width}x{height}; "
+                "render or resize the pose frames to the output size (xdyna animate does this for you)"
+            )
+        face = None
+        if face_images is not None:
+            if self.controlnet_face is None:
+                logger.warning("face_images given but this pipeline has no S-Face ControlNet (pose-only model); ignoring them")
+            else:
+                face = _as_frames(face_images, 6, "face_images")
+                if face.shape[0] != num_frames:
+                    raise InputError(f"face_images has {face.shape[0]} frames but pose_images has {num_frames}; they must match frame for frame")
+                if face.shape[1:3] != (height, width):
+                    raise InputError(f"face_images are {face.shape[2]}x{face.shape[1]} (WxH) but the output is {width}x{height}")
+        return None if face_conditioning_scale == 0 else face
 
     @torch.no_grad()
     def __call__(
@@ -547,6 +647,7 @@ class XDynaPipeline(DiffusionPipeline):
         deep_cache_interval: int = 1,
         deep_cache_branch: Optional[int] = None,
         strength: float = 1.0,
+        speed: Optional[SpeedOptions] = None,
     ):
         r"""Generate a video of the person in `image` following `pose_images`.
 
@@ -589,6 +690,8 @@ class XDynaPipeline(DiffusionPipeline):
             progress: `fn(ProgressInfo)` after every window and decoded chunk;
                 returning False (or raising `Cancelled`) stops.
             decode_chunk_size: frames per VAE decode call.
+            speed: `SpeedOptions` holding the five settings below in one object (give
+                either it or those keywords, not both).
             window_batch_size: windows denoised together in one UNet (and ControlNet) call.
                 Same result as one at a time (windows of a step are independent); faster
                 on a GPU with memory to spare, activation memory grows with it.
@@ -619,143 +722,52 @@ class XDynaPipeline(DiffusionPipeline):
         partial result is returned).
         """
         self._interrupt = False
+        # 1. check and convert the inputs
         ref_rgb = _as_rgb_uint8(image, "image")
         ip_rgb = ref_rgb if ip_adapter_image is None else _as_rgb_uint8(ip_adapter_image, "ip_adapter_image")
         pose = _as_frames(pose_images, 3, "pose_images")
         num_frames = pose.shape[0]
-        if height is None:
-            height = pose.shape[1]
-        if width is None:
-            width = pose.shape[2]
+        height = pose.shape[1] if height is None else height
+        width = pose.shape[2] if width is None else width
         self.check_inputs(height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
-                          window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs)
-        self._check_speed_options(window_batch_size, sampler, guidance_truncation, deep_cache_interval, window_schedule,
-                                  deep_cache_branch, strength)
-        if pose.shape[1:3] != (height, width):
-            raise InputError(
-                f"pose_images are {pose.shape[2]}x{pose.shape[1]} (WxH) but the output is {width}x{height}; "
-                "render or resize the pose frames to the output size (xdyna animate does this for you)"
-            )
-        face = None
-        if face_images is not None:
-            if self.controlnet_face is None:
-                logger.warning("face_images given but this pipeline has no S-Face ControlNet (pose-only model); ignoring them")
-            else:
-                face = _as_frames(face_images, 6, "face_images")
-                if face.shape[0] != num_frames:
-                    raise InputError(f"face_images has {face.shape[0]} frames but pose_images has {num_frames}; they must match frame for frame")
-                if face.shape[1:3] != (height, width):
-                    raise InputError(f"face_images are {face.shape[2]}x{face.shape[1]} (WxH) but the output is {width}x{height}")
-        if face_conditioning_scale == 0:
-            face = None
-        if window_offsets is not None and window_schedule == "official" and len(window_offsets) < num_inference_steps:
-            raise InputError(f"window_offsets needs one offset per step ({num_inference_steps}), got {len(window_offsets)}")
-
+                          window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs,
+                          strength, window_offsets, latents)
+        speed = self._speed_options(speed, window_batch_size=window_batch_size, sampler=sampler,
+                                    guidance_truncation=guidance_truncation, deep_cache_interval=deep_cache_interval,
+                                    deep_cache_branch=deep_cache_branch)
+        speed.validate(self._first_level_layers, window_schedule)
+        face = self.check_control_images(pose, face_images, height, width, face_conditioning_scale)
         device = self._execution_device
-        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
-        if latents is not None and tuple(latents.shape) != (1, 4, num_frames, h, w):
-            raise InputError(f"latents (noise) must have shape {(1, 4, num_frames, h, w)}, got {tuple(latents.shape)}")
-        do_cfg = guidance_scale >= 1.0
-        halves = 2 if do_cfg else 1
+        do_cfg = guidance_scale >= 1.0  # §30
         if hasattr(self.unet, "set_adapter_scale"):
             self.unet.set_adapter_scale(adapter_scale)
 
-        # 1. everything that does not change during sampling, computed once
-        text_c = self._encode_text(prompt, device)
-        text_u = text_c if negative_prompt == prompt else self._encode_text(negative_prompt, device)
-        ip_u, ip_c = self._encode_ip_tokens(ip_rgb, device)
-        if do_cfg:
-            unet_context = torch.cat([torch.cat([text_u, ip_u], 1), torch.cat([text_c, ip_c], 1)])
-            # ControlNets see text only (§17): identical halves -> compute once.
-            control_text = text_c if negative_prompt == prompt else torch.cat([text_u, text_c])
-        else:
-            unet_context = torch.cat([text_c, ip_c], 1)
-            control_text = text_c
-        ref_latent = self._encode_reference(prepare_reference_image(ref_rgb, height, width), generator, device)
+        # 2. encode (once per call): text + IP-Adapter tokens, control streams, reference latent
+        conditioning = self.encode_conditioning(prompt, negative_prompt, ip_rgb, pose, face, do_cfg,
+                                                pose_conditioning_scale, face_conditioning_scale, device)
+        ref_latent = self.encode_latents(self.preprocess_reference(ref_rgb, height, width, device), generator)
 
-        pose_range = control_range(pose)
-        face_ranges = (control_range(face[..., :3]), control_range(face[..., 3:])) if face is not None else None
-        use_pose = pose_conditioning_scale != 0
-
-        # 2. timesteps and initial latents (§25-26)
-        scheduler = self._sampler(sampler)
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = scheduler.timesteps
-        if strength < 1.0:  # SDEdit: run only the last int(steps * strength) steps (as diffusers' img2img)
-            timesteps = timesteps[len(timesteps) - max(1, int(len(timesteps) * strength)):]
+        # 3. timesteps, initial latents (§25-27) and the windows of every step (§28-29)
+        scheduler = self._sampler(speed.sampler)
+        timesteps = self.get_timesteps(scheduler, num_inference_steps, strength, device)
+        lat = self.prepare_latents(ref_latent, num_frames, timesteps[:1], scheduler, generator, latents, device)
+        windows = self.prepare_windows(num_frames, num_inference_steps, window_size, window_overlap, window_schedule,
+                                       window_weighting, window_offsets, generator)
         step_kwargs = _step_kwargs(scheduler, eta, generator)
-        mixed = reference_mixed_latents(ref_latent, num_frames, generator)
-        if latents is None:
-            noise = randn_tensor((1, 4, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
-        else:
-            noise = latents.to(device=device, dtype=torch.float32)
-        lat = torch.empty_like(mixed)
-        lat[:, :, 1:] = scheduler.add_noise(mixed[:, :, 1:], noise, timesteps[:1])
-        lat[:, :, 0] = ref_latent  # frame 0 = clean reference, never updated (§27)
-        del mixed, noise  # O(clip length) buffers not needed any more
-        # guidance truncation: CFG on the first `cfg_steps` steps only
-        cfg_steps = len(timesteps)
-        if do_cfg and guidance_truncation is not None:
-            cfg_steps = math.ceil(guidance_truncation * len(timesteps) - 1e-9)
-        cond_context = unet_context[-1:]
-        cond_text = control_text[-1:]
+        cfg_steps = speed.cfg_steps(len(timesteps))  # guidance truncation: CFG on the first steps only
+        conditional_only = conditioning.conditional()
+        deep_cache = speed.deep_cache()
 
-        if window_schedule == "official" and window_offsets is None:
-            gen_device = generator.device if generator is not None else "cpu"
-            window_offsets = torch.randint(0, window_size, (num_inference_steps,), generator=generator, device=gen_device).tolist()
-        if window_schedule == "blend":
-            fixed_windows = blend_windows(num_frames, window_size, window_overlap)
-            fixed_weights = window_weights(fixed_windows, num_frames, window_overlap, window_weighting)
-
-        # 3. denoising loop
+        # 4. denoising loop
         self._num_timesteps = len(timesteps)
-        noise_pred = None
-        deep_cache = {}  # window group -> (CFG halves, cached deep UNet features)
         for i, t in enumerate(timesteps):
-            if window_schedule == "official":
-                windows = official_windows(num_frames, window_size, window_overlap, int(window_offsets[i]))
-                weights = [[1.0] * len(win) for win in windows]  # equal-weight sum / count (§29)
-            else:
-                windows, weights = fixed_windows, fixed_weights
-            cfg_now = do_cfg and i < cfg_steps
-            halves = 2 if cfg_now else 1
-            context = unet_context if cfg_now else cond_context
-            text = control_text if cfg_now else cond_text
-            full_step = deep_cache_interval <= 1 or i % deep_cache_interval == 0
-            acc = torch.zeros((halves, 4, num_frames, h, w), device=device, dtype=torch.float32)
-            den = torch.zeros((num_frames,), device=device, dtype=torch.float32)
-            done = 0
-            for gi, start in enumerate(range(0, len(windows), window_batch_size)):
-                group = windows[start : start + window_batch_size]
-                if self._interrupt:
-                    raise Cancelled(f"generation cancelled at step {i + 1}/{len(timesteps)}")
-                cache = None
-                if deep_cache_interval > 1:
-                    cached = deep_cache.get(gi)
-                    use_cache = not full_step and cached is not None and cached[0] == halves
-                    cache = {"features": cached[1] if use_cache else None, "branch": deep_cache_branch}
-                eps = self._windows_prediction(
-                    lat, group, t, halves, context, text, pose, pose_range, face, face_ranges,
-                    pose_conditioning_scale if use_pose else 0.0, face_conditioning_scale, device, scheduler, cache,
-                )
-                if cache is not None and cache.get("new") is not None:
-                    deep_cache[gi] = (halves, cache["new"])
-                for j, (frames, eps_j) in enumerate(zip(group, eps)):
-                    idx = torch.tensor(frames, device=device)
-                    wt = torch.tensor(weights[start + j], device=device, dtype=torch.float32)
-                    acc.index_add_(2, idx, eps_j if window_schedule == "official" else eps_j * wt[None, None, :, None, None])
-                    den.index_add_(0, idx, wt)
-                    done += 1
-                    if progress is not None:
-                        if progress(ProgressInfo("denoise", i, len(timesteps), done, len(windows))) is False:
-                            self._interrupt = True
-                del eps
-                if self._interrupt:
-                    raise Cancelled(f"generation cancelled at step {i + 1}/{len(timesteps)}")
-            noise_pred = acc / den[None, None, :, None, None]
-            if cfg_now:
-                uncond, cond = noise_pred.chunk(2)
-                noise_pred = uncond + guidance_scale * (cond - uncond)
+            if deep_cache is not None:
+                deep_cache.begin_step(i)
+            noise_pred = self.predict_noise(
+                lat, t, *windows[i], conditioning if do_cfg and i < cfg_steps else conditional_only, scheduler,
+                guidance_scale=guidance_scale, window_batch_size=speed.window_batch_size, deep_cache=deep_cache,
+                step=i, num_steps=len(timesteps), progress=progress,
+            )
             lat[:, :, 1:] = scheduler.step(noise_pred, t, lat[:, :, 1:], **step_kwargs).prev_sample
 
             if callback_on_step_end is not None:
@@ -766,31 +778,113 @@ class XDynaPipeline(DiffusionPipeline):
             if self._interrupt:
                 raise Cancelled(f"generation cancelled after step {i + 1}/{len(timesteps)}")
 
-        # 4. decode in chunks, frames leave the accelerator as they are decoded
-        result = lat[:, :, 1:]
-        if output_type == "latent":
-            frames_out = result.cpu()
-        else:
-            # uint8/PIL: each chunk is converted as it arrives (4x less host memory than float)
-            as_uint8 = output_type in ("uint8", "pil")
-            frames_out = self._decode(result, decode_chunk_size, progress, as_uint8)
-            if output_type == "pil":
-                frames_out = [PIL.Image.fromarray(f) for f in frames_out]
-            elif not as_uint8:
-                frames_out = self._format(frames_out, output_type)
+        # 5. decode
+        frames = self.decode_latents(lat[:, :, 1:], decode_chunk_size, output_type, progress)
         self.maybe_free_model_hooks()
         if not return_dict:
-            return (frames_out,)
-        return XDynaPipelineOutput(frames=frames_out)
+            return (frames,)
+        return XDynaPipelineOutput(frames=frames)
 
-    def _windows_prediction(self, lat, windows, t, halves, unet_context, control_text, pose, pose_range, face,
-                            face_ranges, pose_scale, face_scale, device, scheduler, cache=None):
+    # -- the steps of __call__ ------------------------------------------------------
+
+    @staticmethod
+    def get_timesteps(scheduler, num_inference_steps: int, strength: float = 1.0, device=None) -> torch.Tensor:
+        """The scheduler's timesteps for `num_inference_steps` (§25); with `strength` < 1 only
+        the last int(steps * strength) of them (SDEdit, as diffusers' image-to-image)."""
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
+        if strength < 1.0:
+            timesteps = timesteps[len(timesteps) - max(1, int(len(timesteps) * strength)):]
+        return timesteps
+
+    def prepare_latents(self, ref_latent: torch.Tensor, num_frames: int, timestep: torch.Tensor, scheduler,
+                        generator: Optional[torch.Generator] = None, latents: Optional[torch.Tensor] = None,
+                        device=None) -> torch.Tensor:
+        """Initial latents [1, 4, 1 + T, h, w]: the reference-mixed latents (§26) noised to
+        `timestep` with `latents` (Gaussian noise [1, 4, T, h, w]) or noise drawn from
+        `generator`; frame 0 is the clean reference latent, never updated (§27)."""
+        device = self._execution_device if device is None else device
+        _, _, h, w = ref_latent.shape
+        mixed = reference_mixed_latents(ref_latent, num_frames, generator)
+        if latents is None:
+            noise = randn_tensor((1, 4, num_frames, h, w), generator=generator, device=device, dtype=torch.float32)
+        else:
+            noise = latents.to(device=device, dtype=torch.float32)
+        lat = torch.empty_like(mixed)
+        lat[:, :, 1:] = scheduler.add_noise(mixed[:, :, 1:], noise, timestep)
+        lat[:, :, 0] = ref_latent
+        return lat
+
+    def prepare_windows(self, num_frames: int, num_inference_steps: int, window_size: int = 16, window_overlap: int = 4,
+                        window_schedule: str = "blend", window_weighting: str = "linear",
+                        window_offsets: Optional[Sequence[int]] = None,
+                        generator: Optional[torch.Generator] = None) -> list:
+        """(windows, weights) for every step. "blend": the same non-looping windows with
+        smooth weights at every step. "official": closed-loop windows moved by each step's
+        offset (`window_offsets`, default drawn from `generator`), equal weights (§28-29)."""
+        if window_schedule == "blend":
+            windows = blend_windows(num_frames, window_size, window_overlap)
+            return [(windows, window_weights(windows, num_frames, window_overlap, window_weighting))] * num_inference_steps
+        if window_offsets is None:
+            gen_device = generator.device if generator is not None else "cpu"
+            window_offsets = torch.randint(0, window_size, (num_inference_steps,), generator=generator, device=gen_device).tolist()
+        steps = []
+        for offset in window_offsets[:num_inference_steps]:
+            windows = official_windows(num_frames, window_size, window_overlap, int(offset))
+            steps.append((windows, [[1.0] * len(win) for win in windows]))  # equal-weight sum / count (§29)
+        return steps
+
+    def predict_noise(self, latents: torch.Tensor, t, windows, weights, conditioning: "Conditioning", scheduler, *,
+                      guidance_scale: float, window_batch_size: int = 1, deep_cache: Optional[DeepCacheState] = None,
+                      step: int = 0, num_steps: int = 1, progress: Optional[Callable] = None) -> torch.Tensor:
+        """Noise prediction for every noisy frame at timestep `t`: [1, 4, T, h, w] from
+        latents [1, 4, 1 + T, h, w]. The windows go through the ControlNets and the UNet in
+        groups of `window_batch_size`; each frame's predictions are blended with its
+        windows' `weights` (§29); then CFG (§30) when `conditioning` has both halves.
+        `progress` is called after every window (`step` of `num_steps` for its info)."""
+        device = self._execution_device
+        halves = conditioning.halves
+        num_frames, h, w = latents.shape[2] - 1, latents.shape[3], latents.shape[4]
+        acc = torch.zeros((halves, 4, num_frames, h, w), device=device, dtype=torch.float32)
+        den = torch.zeros((num_frames,), device=device, dtype=torch.float32)
+        done = 0
+        for gi, start in enumerate(range(0, len(windows), window_batch_size)):
+            group = windows[start : start + window_batch_size]
+            if self._interrupt:
+                raise Cancelled(f"generation cancelled at step {step + 1}/{num_steps}")
+            cached = deep_cache.reusable(gi, halves) if deep_cache is not None else None
+            eps, features = self._predict_window_group(latents, group, t, conditioning, scheduler, deep_cache, cached)
+            if features is not None:
+                deep_cache.store(gi, halves, features)
+            for j, (frames, eps_j) in enumerate(zip(group, eps)):
+                idx = torch.tensor(frames, device=device)
+                wt = torch.tensor(weights[start + j], device=device, dtype=torch.float32)
+                acc.index_add_(2, idx, eps_j * wt[None, None, :, None, None])  # x * 1.0 is exact: official sum
+                den.index_add_(0, idx, wt)
+                done += 1
+                if progress is not None:
+                    if progress(ProgressInfo("denoise", step, num_steps, done, len(windows))) is False:
+                        self._interrupt = True
+            del eps
+            if self._interrupt:
+                raise Cancelled(f"generation cancelled at step {step + 1}/{num_steps}")
+        noise_pred = acc / den[None, None, :, None, None]
+        if halves == 2:
+            uncond, cond = noise_pred.chunk(2)
+            noise_pred = uncond + guidance_scale * (cond - uncond)
+        return noise_pred
+
+    def _predict_window_group(self, lat, windows, t, conditioning: "Conditioning", scheduler,
+                              deep_cache: Optional[DeepCacheState] = None, deep_features: Optional[torch.Tensor] = None):
         """UNet ε̂ for a group of k windows of equal length n in one call: per window the
         input [ref, window] doubled for CFG, ControlNet residuals on the window's noisy
-        frames (§29). Returns a list of k tensors [halves, 4, n, h, w].
+        frames (§29). Returns (list of k tensors [halves, 4, n, h, w], new deep features).
 
-        `cache` (DeepCache): {"features": None} runs the full UNet and sets
-        cache["new"] to its deep features; {"features": f} runs the shallow branch on f."""
+        DeepCache (`deep_cache` given): with `deep_features` only the shallow branch runs on
+        them (and the ControlNets compute only the residuals it needs); without, the full
+        UNet runs and its deep features are returned for the state to keep (else None)."""
+        device = self._execution_device
+        halves = conditioning.halves
         k, n = len(windows), len(windows[0])
         if any(len(win) != n for win in windows):
             raise ValueError("windows batched together must have the same length")
@@ -804,42 +898,64 @@ class XDynaPipeline(DiffusionPipeline):
             control_in.append(x[0, :, 1:].permute(1, 0, 2, 3))  # [n, 4, h, w]; identical in both CFG halves
         model_in = model_in[0] if k == 1 else torch.cat(model_in)
         control_in = control_in[0] if k == 1 else torch.cat(control_in)
-        shallow = None
-        if cache is not None and cache["features"] is not None:
-            branch = cache.get("branch")
-            shallow = self.unet.shallow_skip_count if branch is None else branch + 1
-        down = mid = None
-        sel = np.concatenate([np.asarray(f) for f in windows])
-        if pose_scale != 0:
-            cond = normalize_control(torch.from_numpy(pose[sel]).to(device), *pose_range)
-            down, mid = self._control_residuals(self.controlnet, control_in, t, control_text, cond, pose_scale, halves, k, shallow)
-        if face is not None and face_scale != 0:
-            f = torch.from_numpy(face[sel]).to(device)
-            cond = torch.cat([normalize_control(f[..., :3], *face_ranges[0]), normalize_control(f[..., 3:], *face_ranges[1])], dim=1)
-            fdown, fmid = self._control_residuals(self.controlnet_face, control_in, t, control_text, cond, face_scale, halves, k, shallow)
-            if down is None:
-                down, mid = fdown, fmid
-            else:
-                down = [a + b for a, b in zip(down, fdown)]
-                mid = None if mid is None else mid + fmid
+        shallow = deep_cache.shallow_residual_count(self.unet) if deep_features is not None else None
+        down, mid = self._control_residuals_for(conditioning, windows, control_in, t, halves, k, shallow)
         dtype = self.unet.dtype
         kwargs = {}
         if down is not None:
             kwargs["down_block_additional_residuals"] = tuple(d.to(dtype) for d in down)
             if mid is not None:
                 kwargs["mid_block_additional_residual"] = mid.to(dtype)
-        if cache is not None:
-            kwargs["deep_cache_branch"] = cache.get("branch")
-            if shallow is not None:
-                kwargs["deep_features"] = cache["features"]
+        if deep_cache is not None:
+            kwargs["deep_cache_branch"] = deep_cache.branch
+            if deep_features is not None:
+                kwargs["deep_features"] = deep_features
             else:
                 kwargs["return_deep_features"] = True
-        context = unet_context if k == 1 else unet_context.repeat(k, 1, 1)
+        context = conditioning.unet_context
+        context = context if k == 1 else context.repeat(k, 1, 1)
         out = self.unet(model_in.to(dtype), t, encoder_hidden_states=context.to(dtype), return_dict=True, **kwargs)
-        if cache is not None and shallow is None:
-            cache["new"] = out.deep_features
+        new_features = out.deep_features if deep_cache is not None and deep_features is None else None
         pred = out.sample[:, :, 1:].float()  # frame 0's prediction is discarded (§16)
-        return list(pred.chunk(k)) if k > 1 else [pred]
+        return (list(pred.chunk(k)) if k > 1 else [pred]), new_features
+
+    def _control_residuals_for(self, conditioning: "Conditioning", windows, control_in, t, halves, k, shallow):
+        """Summed pose + S-Face ControlNet residuals (§19) of k windows, or (None, None)
+        when both are off; `shallow` as in `_control_residuals`."""
+        device = self._execution_device
+        down = mid = None
+        sel = np.concatenate([np.asarray(f) for f in windows])
+        text = conditioning.control_text
+        if conditioning.pose_scale != 0:
+            cond = normalize_control(torch.from_numpy(conditioning.pose[sel]).to(device), *conditioning.pose_range)
+            down, mid = self._control_residuals(self.controlnet, control_in, t, text, cond, conditioning.pose_scale,
+                                                halves, k, shallow)
+        if conditioning.face is not None and conditioning.face_scale != 0:
+            f = torch.from_numpy(conditioning.face[sel]).to(device)
+            ranges = conditioning.face_ranges
+            cond = torch.cat([normalize_control(f[..., :3], *ranges[0]), normalize_control(f[..., 3:], *ranges[1])], dim=1)
+            fdown, fmid = self._control_residuals(self.controlnet_face, control_in, t, text, cond,
+                                                  conditioning.face_scale, halves, k, shallow)
+            if down is None:
+                down, mid = fdown, fmid
+            else:
+                down = [a + b for a, b in zip(down, fdown)]
+                mid = None if mid is None else mid + fmid
+        return down, mid
+
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, output_type: str = "np",
+                       progress: Optional[Callable] = None):
+        """Final latents [1, 4, T, h, w] -> frames as `output_type` (see `__call__`; §31),
+        `decode_chunk_size` frames per VAE call. Frames leave the accelerator as they are
+        decoded; uint8 and PIL chunks are converted as they arrive (4x less host memory
+        than float)."""
+        if output_type == "latent":
+            return latents.cpu()
+        as_uint8 = output_type in ("uint8", "pil")
+        frames = self._decode(latents, decode_chunk_size, progress, as_uint8)
+        if output_type == "pil":
+            return [PIL.Image.fromarray(f) for f in frames]
+        return frames if as_uint8 else self._format(frames, output_type)
 
     def _decode(self, latents, chunk, progress, as_uint8: bool = False):
         """Latents [1, 4, T, h, w] -> float32 CPU [T, 3, H, W] in [0, 1] (§31), or with

@@ -60,16 +60,6 @@ def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: Opti
     return loss, {"l1": l1.detach(), "mse": mse.detach(), "kl": kl.detach()}
 
 
-def encode_latents(vae, images: torch.Tensor, generator: Optional[torch.Generator] = None, chunk: int = 64) -> torch.Tensor:
-    """[N, 3, H, W] in [-1, 1] -> VAE posterior *sample* x scaling factor (as the pipeline
-    encodes its reference, docs/official-behaviour.md §24)."""
-    out = []
-    for s in range(0, images.shape[0], chunk):
-        x = images[s : s + chunk].to(_dtype(vae))
-        out.append(vae.encode(x).latent_dist.sample(generator=generator))
-    return torch.cat(out).float() * vae.config.scaling_factor
-
-
 def image_diffusion_loss(unet2d, latents: torch.Tensor, text: torch.Tensor, alphas_cumprod: torch.Tensor,
                          generator: Optional[torch.Generator] = None):
     """Stage 0 backbone: eps-prediction MSE of a 2-D UNet on image latents [B, 4, h, w]."""

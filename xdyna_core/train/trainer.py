@@ -66,26 +66,28 @@ class BackboneObjective(nn.Module):
     def __init__(self, unet2d, vae, text: torch.Tensor, alphas_cumprod: torch.Tensor):
         super().__init__()
         self.unet2d = unet2d
-        self._frozen = {"vae": vae}  # not a submodule: not saved in checkpoints, not wrapped
+        # The VAE in a pipeline of frozen encoders (encodes as inference does); not a
+        # submodule: not saved in checkpoints, not wrapped.
+        self._frozen = {"encoders": make_pipeline({"vae": vae})}
         self.register_buffer("text", text, persistent=False)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
     def forward(self, batch: dict, generator: torch.Generator):
         with torch.no_grad():
-            vae = self._frozen["vae"]
+            encoders = self._frozen["encoders"]
             if "latent_mean" in batch:  # a pre-encoded image pool: sample the posterior here
                 mean, std = batch["latent_mean"], batch["latent_std"]
                 eps = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
-                latents = (mean + std * eps) * vae.config.scaling_factor
+                latents = (mean + std * eps) * encoders.vae.config.scaling_factor
             else:
-                latents = L.encode_latents(vae, batch["image"], generator)
+                latents = encoders.encode_latents(batch["image"], generator)
         return L.image_diffusion_loss(self.unet2d, latents, self.text, self.alphas_cumprod, generator)
 
 
 class VideoObjective(nn.Module):
     """Stages 1-2: the X-Dyna UNet + ControlNets (+ image projection) on clips, exactly in the
-    pipeline's input layout. Frozen encoders (VAE, CLIP image encoder) are held outside the
-    module tree."""
+    pipeline's input layout, encoded with the pipeline's own methods. Frozen encoders (VAE,
+    CLIP image encoder) are held outside the module tree."""
 
     def __init__(self, unet, controlnet, image_proj, vae, image_encoder, feature_extractor, text: torch.Tensor,
                  alphas_cumprod: torch.Tensor, controlnet_face=None, use_face: bool = False,
@@ -94,34 +96,32 @@ class VideoObjective(nn.Module):
         self.unet, self.controlnet, self.image_proj = unet, controlnet, image_proj
         self.controlnet_face = controlnet_face if use_face else None
         self.use_face, self.image_dropout = use_face, float(image_dropout)
-        self._frozen = {"vae": vae, "image_encoder": image_encoder, "feature_extractor": feature_extractor}
+        self._frozen = {"encoders": make_pipeline(dict(vae=vae, image_encoder=image_encoder,
+                                                       feature_extractor=feature_extractor))}
         self.register_buffer("text", text, persistent=False)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
         self._uncond_hidden = None
 
     @torch.no_grad()
     def clip_hidden_states(self, reference: torch.Tensor):
-        """Penultimate CLIP hidden states of each reference image (as the pipeline, docs/official-behaviour.md §22), and of
-        the all-zero normalised pixel tensor (the pipeline's unconditional image, §23)."""
-        import PIL.Image
-
-        enc, fx = self._frozen["image_encoder"], self._frozen["feature_extractor"]
+        """Penultimate CLIP hidden states of each reference image [-1, 1] (the pipeline's
+        `encode_image`, docs/official-behaviour.md §22), and of the all-zero normalised pixel
+        tensor (the pipeline's unconditional image, §23; computed once)."""
         u8 = ((reference.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        pixels = fx(images=[PIL.Image.fromarray(a) for a in u8], return_tensors="pt").pixel_values
-        pixels = pixels.to(device=reference.device, dtype=enc.dtype)
-        hidden = enc(pixels, output_hidden_states=True).hidden_states[-2]
-        if self._uncond_hidden is None or self._uncond_hidden.device != hidden.device:
-            self._uncond_hidden = enc(torch.zeros_like(pixels[:1]), output_hidden_states=True).hidden_states[-2]
+        again = self._uncond_hidden is None or self._uncond_hidden.device != reference.device
+        hidden, uncond = self._frozen["encoders"].encode_image(list(u8), reference.device, unconditional=again)
+        if again:
+            self._uncond_hidden = uncond
         return hidden, self._uncond_hidden
 
     def forward(self, batch: dict, generator: torch.Generator):
-        vae = self._frozen["vae"]
+        encoders = self._frozen["encoders"]
         frames, reference = batch["frames"], batch["reference"]
         b, f = frames.shape[:2]
         with torch.no_grad():
-            latents = L.encode_latents(vae, frames.flatten(0, 1), generator)
+            latents = encoders.encode_latents(frames.flatten(0, 1), generator)
             latents = latents.view(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
-            ref_latents = L.encode_latents(vae, reference, generator)
+            ref_latents = encoders.encode_latents(reference, generator)
             hidden, uncond = self.clip_hidden_states(reference)
             pose_cond, face_cond = L.normalize_controls(batch["pose"], batch["face"] if self.use_face else None)
         # Classifier-free guidance: the pipeline's unconditional branch differs only in its IP
@@ -579,7 +579,7 @@ class Trainer:
     def _text(self, comps) -> torch.Tensor:
         pipe = make_pipeline(comps)
         with torch.no_grad():
-            return pipe._encode_text("", next(comps["text_encoder"].parameters()).device).to(self.device)
+            return pipe.encode_prompt("", next(comps["text_encoder"].parameters()).device).to(self.device)
 
     def _alphas(self, comps) -> torch.Tensor:
         return L.ddpm_scheduler_from(comps["scheduler"].config).alphas_cumprod.to(self.device)
