@@ -171,7 +171,8 @@ def test_extract_then_animate_in_chromium(page, server, inputs, tmp_path):
     expected = FAST["max_frames"] / float(DEFAULT_FPS)
     assert abs(duration - expected) < 0.2, duration
     played = page.eval_on_selector("#result video", """async v => { v.muted = true; await v.play();
-        await new Promise(r => setTimeout(r, 300)); return v.currentTime; }""")
+        for (let i = 0; i < 50 && v.currentTime === 0; i++) await new Promise(r => setTimeout(r, 100));
+        return v.currentTime; }""")  # playing: time moves within 5 s, even on a loaded machine
     assert played > 0
 
     # Download it through the page and check it with the project's own reader.
