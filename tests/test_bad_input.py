@@ -210,7 +210,7 @@ def _cli(*args):
 def test_cli_bad_input_clear_error_and_no_output(media, tmp_path, video, image, message):
     out = tmp_path / "out"
     r = _cli("--video", media / video, "--image", media / image, "-o", out / "motion.npz", "--preview",
-             out / "preview.mp4", "--size", "256x192", "--no-cache", "-q")
+             out / "preview.mp4", "--size", "192x256", "--no-cache", "-q")
     assert r.returncode == 2, r.stderr
     assert "error: " in r.stderr and message in r.stderr
     assert "Traceback" not in r.stderr
@@ -219,7 +219,7 @@ def test_cli_bad_input_clear_error_and_no_output(media, tmp_path, video, image, 
 
 def test_cli_extract_writes_motion_preview_and_overlay(media, tmp_path):
     r = _cli("--video", media / "person.mp4", "--image", media / "photo.png", "-o", tmp_path / "m.npz", "--preview",
-             tmp_path / "p.mp4", "--overlay", tmp_path / "o.png", "--size", "256x192", "--cache-dir", tmp_path / "c")
+             tmp_path / "p.mp4", "--overlay", tmp_path / "o.png", "--size", "192x256", "--cache-dir", tmp_path / "c")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout and "8 frames at 15 fps" in r.stdout
     from xdyna_core.preprocess.motion import Motion
