@@ -29,12 +29,37 @@ from xdyna_core.animation import animate as run_animation
 from xdyna_core.animation import WINDOW_SIZE, resolve_settings, save_side_by_side, save_video
 from xdyna_core.animation import extract as extract_motion
 from xdyna_core.errors import Cancelled, InputError, XDynaError
-from xdyna_core.limits import Workspace, check_clip, check_photo, limits_from_env
+from xdyna_core.animation import GENERATION_LOCK
+from xdyna_core.limits import Limits, Workspace, check_clip, check_photo, limits_from_env, prune_cache
+from xdyna_core.preprocess.motion import default_cache_dir
 
 log = logging.getLogger("xdyna.app")
 
-LIMITS = limits_from_env()
-WORKSPACE = Workspace(max_age_s=LIMITS.temp_max_age_s)
+def _settings_from_env() -> Limits:
+    """Every XDYNA_* setting checked before anything starts: each bad one is one line on stderr
+    (what is wrong, what to do), then exit 2 — never a traceback, never a limit silently off."""
+    errors, limits = [], None
+    try:
+        limits = limits_from_env()
+    except InputError as err:
+        errors += str(err).splitlines()
+    for var, check in (("XDYNA_DEVICE", lambda: runtime.resolve_device("auto")),
+                       ("XDYNA_DTYPE", lambda: runtime.resolve_dtype(runtime.resolve_device("cpu"))),
+                       ("XDYNA_MODEL", runtime.official_model_dir)):
+        try:
+            check()
+        except XDynaError as err:
+            errors.append(f"{var}: {err}")
+    if errors:
+        for line in errors:
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    return limits
+
+
+LIMITS = _settings_from_env()
+WORKSPACE = Workspace(max_age_s=LIMITS.temp_max_age_s)  # also removes what a hard-killed server left
+prune_cache(default_cache_dir(), LIMITS.cache_max_files, LIMITS.cache_max_mb)  # and its temporary cache files
 MODELS = runtime.MODELS
 _CANCEL: dict = {}  # session -> threading.Event that the running job checks at every step
 _CANCEL_LOCK = threading.Lock()
@@ -527,10 +552,27 @@ def launch(demo: gr.Blocks | None = None, **overrides):
     return demo.launch(**kwargs)
 
 
+def _shut_down(signum, _frame):
+    """SIGTERM (a Space restart, `kill`): stop the running jobs within a step, remove the
+    temporary files, exit 0. `os._exit` after the clean-up: unwinding the interpreter while
+    torch's worker threads run aborts the process ("terminate called without an active exception")."""
+    log.info("signal %s: stopping jobs and cleaning up", signum)
+    with _CANCEL_LOCK:
+        for event in _CANCEL.values():
+            event.set()
+    deadline = time.monotonic() + 30
+    while GENERATION_LOCK.locked() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    WORKSPACE.close()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # A plain `kill` (SIGTERM) should exit like Ctrl+C does, so temporary files are removed.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, _shut_down)
     demo = build_demo()
     launch(demo, prevent_thread_lock=True)
     if os.environ.get("XDYNA_WARMUP", "1") != "0":

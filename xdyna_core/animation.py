@@ -300,7 +300,7 @@ def extract(photo, clip, settings: MotionSettings, *, size: Optional[Tuple[int, 
         retarget=settings.retarget, estimator=settings.estimator, smooth=settings.smooth,
         pose_every=settings.pose_every, keep_frames=keep_frames, cache_dir=cache, progress=on_progress)
     if cache is not False and limits is not None:
-        prune_cache(Path(cache), limits.cache_max_files)
+        prune_cache(Path(cache), limits.cache_max_files, limits.cache_max_mb)
     job.check("motion extraction stopped by the user")
     return motion
 

@@ -146,7 +146,7 @@ def _open_video(path):
     if os.path.isdir(path):
         raise InputError(f"{path} is a folder, not a video file")
     if os.path.getsize(path) == 0:
-        raise InputError(f"{path} is empty (0 bytes); upload the video again")
+        raise InputError(f"{os.path.basename(path)} is empty (0 bytes); upload the video again")
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.EOFError:
@@ -683,6 +683,28 @@ def _as_uint8_rgb(frame) -> np.ndarray:
 BACKGROUND_RGB = (255, 255, 255)  # transparent pixels of a photo are composited on white
 
 
+def probe_image(path) -> tuple:
+    """(width, height) of an image file from its header, without decoding it: refuses empty
+    files, files that are not images, and images above 8192×8192 pixels (a 450 KB PNG can hold
+    12000×12000 pixels, 1.7 GB decoded)."""
+    from PIL import Image
+
+    path = Path(os.fspath(path))
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes); upload the photo again")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Image.DecompressionBombError:
+        raise InputError(f"{path.name} is too large to open safely; downscale it first") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"could not read {path.name} as an image ({err}); use a jpg, png or webp photo") from None
+    if width * height > MAX_SOURCE_PIXELS:
+        raise InputError(f"{path.name} is {width}×{height} pixels, more than this app opens (8192×8192); "
+                         "downscale it first")
+    return width, height
+
+
 def load_image(image, max_side: Optional[int] = None, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     """Read a photo into uint8 [H,W,3] RGB.
 
@@ -703,6 +725,7 @@ def load_image(image, max_side: Optional[int] = None, min_side: int = MIN_IMAGE_
             raise InputError(f"image not found: {path}")
         if path.is_dir():
             raise InputError(f"{path} is a folder, not an image")
+        probe_image(path)
         try:
             with Image.open(path) as im:
                 im.load()

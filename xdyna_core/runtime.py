@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 
 from xdyna_core import resources
 from xdyna_core.errors import InputError, MissingWeightsError, ModelUnavailable
@@ -216,6 +217,8 @@ def load_pipeline(spec: ModelSpec, device: torch.device, dtype: torch.dtype, off
             pipe = XDynaPipeline(**make_tiny_components())
         pipe = pipe.to(dtype=dtype)
     else:
+        # the front doors show their own "loading the model" stage; diffusers' bar would be a second one
+        diffusers_logging.disable_progress_bar()
         try:
             if spec.folder is not None:
                 pipe = XDynaPipeline.from_pretrained(str(spec.folder), dtype=dtype)
@@ -226,6 +229,12 @@ def load_pipeline(spec: ModelSpec, device: torch.device, dtype: torch.dtype, off
                 f"Official X-Dyna could not be loaded: {err}. To use it here, run once with internet access "
                 "(the files are then cached), or download the weights elsewhere, convert them with `xdyna convert` "
                 "and set XDYNA_OFFICIAL_MODEL to that folder. The embedded tiny model works offline.") from None
+        except InputError as err:  # a damaged or refused file: the loaders name it
+            raise ModelUnavailable(f"the model in {spec.folder or 'the hub cache'} could not be loaded: {err}") from None
+        except (OSError, ValueError, RuntimeError) as err:  # diffusers/safetensors readers on a bad folder
+            raise ModelUnavailable(f"the model in {spec.folder or 'the hub cache'} could not be loaded "
+                                   f"({type(err).__name__}: {str(err).splitlines()[0][:300]}). Write it again with "
+                                   "`xdyna convert` or `save_pretrained`, or choose another model.") from None
     pipe.set_progress_bar_config(disable=True)
     if offload and device.type == "cuda":
         pipe.enable_model_cpu_offload(device=device)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,13 @@ def read_state_dict_file(path: str | Path) -> dict:
             if "mmap" not in str(exc):
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as exc:
+        # weights_only refused an object that would run code while loading: say so in our words
+        raise InputError(
+            f"{path.name}: refused — it holds Python objects that would run code when loaded, not plain "
+            "tensors. Only weight files (safetensors, or PyTorch checkpoints of tensors) are loaded; get the "
+            "file from its official source again"
+        ) from exc
     except Exception as exc:  # noqa: BLE001
         raise InputError(
             f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or not a weights file: "

@@ -20,7 +20,9 @@ Mapping to ``Keypoints``:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 
 import cv2
 import numpy as np
@@ -57,6 +59,22 @@ def mesh_to_68(mesh_xy: np.ndarray) -> np.ndarray:
     """[468+, 2] mesh points → [68, 2] iBUG-68 points."""
     mesh_xy = np.asarray(mesh_xy, np.float32)
     return np.stack([mesh_xy[list(ix)].mean(0) for ix in MESH_TO_68])
+
+
+@contextlib.contextmanager
+def _native_logs_silenced():
+    """MediaPipe's C++ (absl) logging writes "W0000 ..." lines straight to file descriptor 2 while
+    a graph starts and runs its first frame; GLOG_minloglevel does not reach it. Send descriptor 2
+    to /dev/null for that moment only, so the CLI and the server log stay readable."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _quiet_mediapipe():
@@ -124,11 +142,12 @@ class MediaPipeEstimator:
         self.max_side = max_side
         self._graph = None
 
-    def _get(self):
-        if self._graph is None:
-            mp = _quiet_mediapipe()
-            self._graph = mp.solutions.holistic.Holistic(**self.kw)
-        return self._graph
+    def _process(self, img):
+        if self._graph is not None:
+            return self._graph.process(img)
+        with _native_logs_silenced():  # start-up chatter of a new graph
+            self._graph = _quiet_mediapipe().solutions.holistic.Holistic(**self.kw)
+            return self._graph.process(img)
 
     def reset(self):
         if self._graph is not None:
@@ -140,7 +159,7 @@ class MediaPipeEstimator:
 
     def __call__(self, image_rgb: np.ndarray) -> list[Keypoints]:
         img, s = _analysis_image(check_image(image_rgb), self.max_side)
-        res = self._get().process(img)
+        res = self._process(img)
         kp = holistic_to_keypoints(res, img.shape[1], img.shape[0], s)
         return [] if kp is None else [kp]
 
@@ -163,8 +182,11 @@ class MediaPipeFace:
     def __call__(self, image_rgb: np.ndarray):
         img, s = _analysis_image(check_image(image_rgb), self.max_side)
         if self._graph is None:
-            self._graph = _quiet_mediapipe().solutions.face_mesh.FaceMesh(**self.kw)
-        res = self._graph.process(img)
+            with _native_logs_silenced():  # start-up chatter of a new graph
+                self._graph = _quiet_mediapipe().solutions.face_mesh.FaceMesh(**self.kw)
+                res = self._graph.process(img)
+        else:
+            res = self._graph.process(img)
         if not res.multi_face_landmarks:
             return None
         h, w = img.shape[0] / s, img.shape[1] / s
