@@ -21,6 +21,13 @@ repeated for every frame, scored the same way: a person is found, and the skelet
 as far as the photo's pose happens to match the dance. A model that follows the skeleton must
 beat its PCK; one that paints a smear scores ``found`` near 0.
 
+Baseline ``warp photo``: the photo *moved by the skeleton* without any model: a piecewise
+warp of the person along the bones (each bone's pixels follow that bone's rotation and scale
+from the photo's skeleton to the driving one, the torso an affine map of shoulders and hips),
+pasted over the photo with the person inpainted away. This is the "start from the warped photo"
+route of issue #17: what a model would only have to refine. Limbs the photo does not show
+(legs of a half-body photo) cannot be warped and stay missing.
+
 Real photos (public domain / CC0, shipped inside installed packages, nothing downloaded):
 
 - ``astronaut``    scikit-image ``skimage.data.astronaut()``: Eileen Collins, NASA, public
@@ -114,7 +121,8 @@ def score_frames(frames: np.ndarray, driving: np.ndarray, estimator, factor: int
         found.append(person is not None)
         if torso <= 0:
             continue
-        ok_drv = [j for j in JOINTS if body[j, 2] > 0]
+        h, w = frame.shape[:2]
+        ok_drv = [j for j in JOINTS if body[j, 2] > 0 and 0 <= body[j, 0] < w and 0 <= body[j, 1] < h]
         total += len(ok_drv)
         frame_hits = 0
         if person is not None:
@@ -133,6 +141,80 @@ def score_frames(frames: np.ndarray, driving: np.ndarray, estimator, factor: int
             "dist": float(np.mean(dists)) if dists else None, "joints_compared": int(total)}
 
 
+# Pieces of the body warp, back to front: (joint a, joint b, radius in driving torso lengths).
+# Joints are body-18: 0 nose, 1 neck, 2-4 right arm, 5-7 left arm, 8-10 right leg, 11-13 left leg.
+LEGS = [(8, 9, 0.16), (9, 10, 0.13), (11, 12, 0.16), (12, 13, 0.13)]
+ARMS = [(2, 3, 0.13), (3, 4, 0.11), (5, 6, 0.13), (6, 7, 0.11)]
+
+
+def _segment_distance(px, py, a, b):
+    d = b - a
+    t = np.clip(((px - a[0]) * d[0] + (py - a[1]) * d[1]) / max(float(d @ d), 1e-6), 0.0, 1.0)
+    return np.hypot(px - a[0] - t * d[0], py - a[1] - t * d[1])
+
+
+def _pieces(kp: np.ndarray):
+    """(name, a [2], b [2], radius px) of the warp pieces present in body keypoints kp [18, 3]."""
+    torso = torso_length(kp) or 1.0
+    out = []
+    ok = kp[:, 2] > 0
+    for a, b, r in LEGS:
+        if ok[a] and ok[b]:
+            out.append(((a, b), kp[a, :2], kp[b, :2], r * torso))
+    if ok[[1, 2, 5, 8, 11]].all():
+        mid_hip = (kp[8, :2] + kp[11, :2]) / 2
+        half = 0.55 * np.linalg.norm(kp[2, :2] - kp[5, :2])
+        out.append(("torso", kp[1, :2], mid_hip, max(half, 0.2 * torso)))
+    if ok[0] and ok[1]:
+        top = kp[0, :2] + 0.8 * (kp[0, :2] - kp[1, :2])
+        out.append(((1, 0), kp[1, :2], top, 0.3 * torso))
+    for a, b, r in ARMS:
+        if ok[a] and ok[b]:
+            out.append(((a, b), kp[a, :2], kp[b, :2], r * torso))
+    return out
+
+
+def warp_photo(photo: np.ndarray, ref_kp: np.ndarray, drv_kp: np.ndarray) -> np.ndarray:
+    """The framed photo [H, W, 3] with its person (body keypoints ``ref_kp`` [>=18, 3]) moved to
+    the driving pose ``drv_kp`` [>=18, 3]: each piece's pixels are pulled back through that
+    piece's similarity (bones) or affine (torso) map; the photo's own person is inpainted away."""
+    import cv2
+
+    H, W = photo.shape[:2]
+    ref, drv = ref_kp[:18], drv_kp[:18]
+    py, px = np.mgrid[0:H, 0:W].astype(np.float32)
+    map_x, map_y = px.copy(), py.copy()
+    alpha = np.zeros((H, W), np.float32)
+    src_mask = np.zeros((H, W), np.float32)
+    ref_pieces = {p[0]: p for p in _pieces(ref)}
+    for name, da, db, rad in _pieces(drv):
+        if name not in ref_pieces:
+            continue  # the photo does not show this part: nothing to move
+        _, ra, rb, rrad = ref_pieces[name]
+        src_mask = np.maximum(src_mask, np.clip(rrad + 1.5 - _segment_distance(px, py, ra, rb), 0, 1))
+        inside = np.clip(rad + 0.5 - _segment_distance(px, py, da, db), 0.0, 1.0)
+        if name == "torso":  # affine map of neck, shoulders and hips
+            j = [1, 2, 5, 8, 11]
+            A = np.c_[drv[j, :2], np.ones(len(j))]
+            M, *_ = np.linalg.lstsq(A, ref[j, :2], rcond=None)
+            sx = px * M[0, 0] + py * M[1, 0] + M[2, 0]
+            sy = px * M[0, 1] + py * M[1, 1] + M[2, 1]
+        else:  # similarity along the bone
+            vd, vr = db - da, rb - ra
+            z = complex(*vr) / complex(*vd) if np.hypot(*vd) > 1e-3 else 1.0
+            qx, qy = px - da[0], py - da[1]
+            sx = ra[0] + z.real * qx - z.imag * qy
+            sy = ra[1] + z.imag * qx + z.real * qy
+        sel = inside > 0
+        map_x[sel], map_y[sel] = sx[sel], sy[sel]
+        alpha = np.maximum(alpha, inside)
+    hole = (cv2.dilate(src_mask, np.ones((5, 5), np.uint8)) > 0).astype(np.uint8)
+    background = cv2.inpaint(photo, hole, 5, cv2.INPAINT_TELEA) if hole.any() else photo
+    moved = cv2.remap(photo, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    a = cv2.GaussianBlur(alpha, (0, 0), 0.8)[..., None]
+    return (background * (1 - a) + moved * a + 0.5).astype(np.uint8)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", help="tiny, official or a model folder")
@@ -142,7 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", default=str(ROOT / "assets" / "examples" / "dance_1.mp4"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON (default benchmarks/results/real_photo_eval_<model>.json)")
-    ap.add_argument("--save-strips", default=None, help="folder: a PNG per pair (result row over skeleton row)")
+    ap.add_argument("--save-strips", default=None, help="folder: a PNG per pair (rows: result, warped photo, skeleton)")
     args = ap.parse_args(argv)
 
     from diffusers.utils import logging as diffusers_logging
@@ -165,17 +247,21 @@ def main(argv=None) -> int:
             seconds = time.perf_counter() - t0
             driving = anim.motion.keypoints
             model = score_frames(anim.frames, driving, estimator)
-            repeat = score_frames(np.repeat(anim.motion.reference_image[None], len(driving), 0), driving, estimator)
+            framed = anim.motion.reference_image
+            repeat = score_frames(np.repeat(framed[None], len(driving), 0), driving, estimator)
+            warped = np.stack([warp_photo(framed, anim.motion.reference_keypoints, k) for k in driving])
+            warp = score_frames(warped, driving, estimator)
             rows.append({"photo": name, "photo_source": source, "clip": os.path.relpath(clip, ROOT),
                          "size": [anim.height, anim.width], "seconds": round(seconds, 1),
-                         "model": model, "repeat_photo": repeat})
-            print(f"{name} x {Path(clip).name}: model {model}, repeat photo {repeat} ({seconds:.0f} s)", flush=True)
+                         "model": model, "repeat_photo": repeat, "warp_photo": warp})
+            print(f"{name} x {Path(clip).name}: model {model}, repeat photo {repeat}, warp photo {warp} "
+                  f"({seconds:.0f} s)", flush=True)
             if args.save_strips:
                 from xdyna_core.io import save_image
 
                 Path(args.save_strips).mkdir(parents=True, exist_ok=True)
                 k = np.linspace(0, len(driving) - 1, min(8, len(driving))).astype(int)
-                strip = np.concatenate([np.concatenate(list(anim.frames[k]), 1),
+                strip = np.concatenate([np.concatenate(list(anim.frames[k]), 1), np.concatenate(list(warped[k]), 1),
                                         np.concatenate(list(anim.motion.pose_images[k]), 1)], 0)
                 save_image(Path(args.save_strips) / f"{name}_{Path(clip).stem}.png", enlarge(strip, 2))
 
@@ -183,7 +269,7 @@ def main(argv=None) -> int:
         vals = [r[key][metric] for r in rows if r[key][metric] is not None]
         return float(np.mean(vals)) if vals else None
 
-    summary = {key: {m: mean(key, m) for m in ("found", "follows", "pck", "dist")} for key in ("model", "repeat_photo")}
+    summary = {key: {m: mean(key, m) for m in ("found", "follows", "pck", "dist")} for key in ("model", "repeat_photo", "warp_photo")}
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"real_photo_eval_{Path(str(args.model)).name}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"command": "python benchmarks/real_photo_eval.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -198,15 +284,15 @@ def main(argv=None) -> int:
 
     cols = ("found", "follows", "pck", "dist")
     head = " ".join(f"{c:>7s}" for c in cols)
-    print(f"\n{'':27s} | {'model':^31s} | {'repeat photo':^31s}")
-    print(f"{'photo':14s} {'clip':12s} | {head} | {head}")
+    keys = ("model", "repeat_photo", "warp_photo")
+    print(f"\n{'':27s} | " + " | ".join(f"{k.replace('_', ' '):^31s}" for k in keys))
+    print(f"{'photo':14s} {'clip':12s} | " + " | ".join(head for _ in keys))
 
-    def line(label, m, b):
-        print(f"{label:27s} | " + " ".join(f"{fmt(m[c]):>7s}" for c in cols) + " | "
-              + " ".join(f"{fmt(b[c]):>7s}" for c in cols))
+    def line(label, r):
+        print(f"{label:27s} | " + " | ".join(" ".join(f"{fmt(r[k][c]):>7s}" for c in cols) for k in keys))
     for r in rows:
-        line(f"{r['photo']:14s} {Path(r['clip']).stem:12s}", r["model"], r["repeat_photo"])
-    line("mean", summary["model"], summary["repeat_photo"])
+        line(f"{r['photo']:14s} {Path(r['clip']).stem:12s}", r)
+    line("mean", summary)
     print(f"wrote {out}")
     return 0
 

@@ -543,6 +543,13 @@ def test_synthetic_style_photo_from_the_config(tmp_path):
     swap = SyntheticHumanDataset(num_clips=4, seed=5, height=H, width=W, num_frames=F, clip_frames=8, style="photo",
                                  identity_swap=True).get(1, 2)
     assert torch.equal(swap["frames"], item["frames"]) and not torch.equal(swap["face"], item["face"])
+    # stage 0's single frames too
+    from xdyna_core.train.data import SyntheticImageDataset
+
+    kw = dict(num_images=4, seed=2, height=H, width=W, scene_ratio=0.0, frames_per_clip=2)
+    photo_img = SyntheticImageDataset(style="photo", **kw).get(0, 0)["image"]
+    assert torch.equal(photo_img, SyntheticImageDataset(style="photo", **kw).get(0, 0)["image"])
+    assert (photo_img - SyntheticImageDataset(**kw).get(0, 0)["image"]).abs().mean() > 0.02
 
 
 def test_tiny_v2_configs_load():
