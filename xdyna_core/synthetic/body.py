@@ -380,6 +380,7 @@ def _paint_tube(canvas, res, materials, px_unit, light=True):
     else:
         shade = rz.shade_tube(v, r) if canvas.light is None else rz.shade_lit(v, r, canvas.light)
     color = None
+    cloth = None  # style="photo": where the tube is fabric (creases), not skin
     u_start = -1e9
     for u_end, mat in materials:
         sel = (u >= u_start) & (u < u_end) if len(materials) > 1 else None
@@ -388,7 +389,14 @@ def _paint_tube(canvas, res, materials, px_unit, light=True):
             color = np.broadcast_to(col, u.shape + (3,)).copy()
         elif sel is not None:
             color[sel] = np.broadcast_to(col, u.shape + (3,))[sel]
+        if light and canvas.light is not None:
+            if cloth is None:
+                cloth = np.full(u.shape, isinstance(mat, dict))
+            elif sel is not None:
+                cloth[sel] = isinstance(mat, dict)
         u_start = u_end
+    if cloth is not None and cloth.any():
+        shade = shade * np.where(cloth, rz.fabric_folds(u, v, r), 1.0)
     canvas.paint(box, alpha, color * (shade[..., None] if light else 1.0))
 
 
@@ -607,7 +615,10 @@ def _paint_torso(canvas, centres, normals, widths, up, materials, px_unit):
             sel = (along >= u_start) & (along < u_end)
             color[sel] = col[sel]
         u_start = u_end
-    shade = rz.shade_tube(v, w) if canvas.light is None else rz.shade_lit(v, w, canvas.light)
+    if canvas.light is None:
+        shade = rz.shade_tube(v, w)
+    else:
+        shade = rz.shade_lit(v, w, canvas.light) * rz.fabric_folds(along, v, w, depth=0.08)
     canvas.paint(box, a, color * shade[..., None])
 
 
