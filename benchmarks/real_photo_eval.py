@@ -42,7 +42,7 @@ real person, so none of these shows legs: the model has to invent them, as it do
 half-body photo.
 
     python benchmarks/real_photo_eval.py [--model tiny] [--preset tiny-offline] [--frames 16]
-        [--photos astronaut,camera,grace_hopper] [--clips assets/examples/dance_1.mp4]
+        [--photos astronaut,camera,grace_hopper,my_photo.jpg] [--clips assets/examples/dance_1.mp4,...]
         [--out benchmarks/results/real_photo_eval_tiny.json] [--save-strips DIR]
 
 Prints a table; writes the numbers (and the command) to ``--out``. A 16-frame clip takes
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="tiny", help="tiny, official or a model folder")
     ap.add_argument("--preset", default=None, help="default: tiny-offline for the tiny model, else official")
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--photos", default=",".join(PHOTOS))
+    ap.add_argument("--photos", default=",".join(PHOTOS), help="names above and/or paths of your own photos")
     ap.add_argument("--clips", default=str(ROOT / "assets" / "examples" / "dance_1.mp4"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON (default benchmarks/results/real_photo_eval_<model>.json)")
@@ -239,8 +239,16 @@ def main(argv=None) -> int:
     clips = [c.strip() for c in args.clips.split(",") if c.strip()]
     rows = []
     for name in photos:
-        load, source = PHOTOS[name]
-        photo = load()
+        if name in PHOTOS:
+            load, source = PHOTOS[name]
+            photo = load()
+        elif Path(name).is_file():  # your own photo (a path)
+            from xdyna_core.io import load_image
+
+            photo, source = load_image(name), f"file {name}"
+            name = Path(name).stem
+        else:
+            raise SystemExit(f"--photos: {name!r} is neither one of {', '.join(PHOTOS)} nor a file")
         for clip in clips:
             t0 = time.perf_counter()
             anim = animate(photo, clip, settings, cache_dir=False)
