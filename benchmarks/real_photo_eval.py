@@ -37,6 +37,11 @@ Real photos (public domain / CC0, shipped inside installed packages, nothing dow
 - ``grace_hopper`` matplotlib sample data ``grace_hopper.jpg``: Rear Admiral Grace Hopper,
                    official US Navy portrait, public domain; head and shoulders.
 
+Sanity check of the measurement itself: ``synth:SEED`` / ``synth-photo:SEED`` use a frame of the
+project's own generator (held-out split, 896x512, default or photo style) as the photo: the
+tiny model was trained on the default style, so there it should find and follow the person;
+if it did not, the real-photo numbers would say nothing.
+
 No installed package (nor one found on PyPI with a clear licence) ships a full-body photo of a
 real person, so none of these shows legs: the model has to invent them, as it does for any
 half-body photo.
@@ -94,6 +99,18 @@ PHOTOS = {
     "camera": (_skimage("camera"), "scikit-image skimage.data.camera(): CC0 (photographer Lav Varshney), grayscale; head to thighs"),
     "grace_hopper": (_grace_hopper, "matplotlib sample_data/grace_hopper.jpg: US Navy official portrait, public domain; head and shoulders"),
 }
+
+
+def _synthetic_photo(name: str):
+    """A held-out frame of the generator as the photo: ``synth:SEED`` (default style, what the
+    tiny model was trained on) or ``synth-photo:SEED`` (style="photo")."""
+    from xdyna_core.synthetic import render_clip
+
+    kind, seed = name.split(":", 1)
+    style = "photo" if kind == "synth-photo" else "default"
+    c = render_clip(int(seed), num_frames=1, height=896, width=512, split="heldout", style=style, with_controls=False)
+    framing = c.look.framing if c.look is not None else "full"
+    return c.frames[0], f"synthetic generator, held-out seed {seed}, style {style}, {framing} framing"
 
 
 def enlarge(frame: np.ndarray, factor: int = ENLARGE) -> np.ndarray:
@@ -242,6 +259,8 @@ def main(argv=None) -> int:
         if name in PHOTOS:
             load, source = PHOTOS[name]
             photo = load()
+        elif name.startswith(("synth:", "synth-photo:")):
+            photo, source = _synthetic_photo(name)
         elif Path(name).is_file():  # your own photo (a path)
             from xdyna_core.io import load_image
 
@@ -271,7 +290,7 @@ def main(argv=None) -> int:
                 k = np.linspace(0, len(driving) - 1, min(8, len(driving))).astype(int)
                 strip = np.concatenate([np.concatenate(list(anim.frames[k]), 1), np.concatenate(list(warped[k]), 1),
                                         np.concatenate(list(anim.motion.pose_images[k]), 1)], 0)
-                save_image(Path(args.save_strips) / f"{name}_{Path(clip).stem}.png", enlarge(strip, 2))
+                save_image(Path(args.save_strips) / f"{name.replace(':', '_')}_{Path(clip).stem}.png", enlarge(strip, 2))
 
     def mean(key, metric):
         vals = [r[key][metric] for r in rows if r[key][metric] is not None]
