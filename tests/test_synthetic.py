@@ -289,3 +289,119 @@ def test_face_landmarks_agree_with_an_independent_landmarker():
         assert err[27:68].mean() < 0.08, (seed, err[27:68].mean())   # nose, eyes, mouth
         assert err.mean() < 0.12, (seed, err.mean())                  # all 68 (jaw conventions differ)
     assert found >= 2
+
+
+# ---- style="photo" (issue #17): a photographic look, same ground truth ----------------------
+
+def _hash_default_clips():
+    import hashlib
+
+    h = hashlib.sha256()
+    for seed in range(3):
+        c = render_clip(seed, num_frames=3, height=128, width=64)
+        for a in (c.frames, c.masks, c.keypoint_array, c.pose_images, c.face_images):
+            h.update(np.ascontiguousarray(a).tobytes())
+    h.update(render_clip(5, num_frames=2, height=96, width=64, person=False).frames.tobytes())
+    return h.hexdigest()
+
+
+def test_default_style_output_is_unchanged():
+    """The shipped examples and the tiny model's card clips were rendered in the default style:
+    its bytes must not move (hash taken before style="photo" was added)."""
+    assert _hash_default_clips() == "1caf408e64f36f36dc39d990e84ea8f585ecec40d9c6522a98445a2fd2dbead4"
+    assert render_clip(0, num_frames=1, **SMALL).look is None
+
+
+def test_photo_style_is_deterministic_and_differs_from_the_default():
+    a = render_clip(11, num_frames=4, style="photo", **SMALL)
+    b = render_clip(11, num_frames=4, style="photo", **SMALL)
+    for x, y in zip(_clip_arrays(a), _clip_arrays(b)):
+        assert np.array_equal(x, y)
+    assert a.look == b.look and a.meta["style"] == "photo"
+    d = render_clip(11, num_frames=4, **SMALL)
+    assert a.character == d.character and a.motion == d.motion and np.array_equal(a.times, d.times)
+    assert np.abs(a.frames.astype(int) - d.frames).mean() > 5
+    c = render_clip(12, num_frames=4, style="photo", **SMALL)
+    assert c.look != a.look and np.abs(a.frames.astype(int) - c.frames).mean() > 5
+    # held-out clips get held-out looks (drawn from the held-out scene seed)
+    h = render_clip(11, num_frames=1, style="photo", split="heldout", **SMALL)
+    assert h.look.seed == h.scene.seed >= FACTOR_RANGE
+    with pytest.raises(InputError):
+        render_clip(1, style="painting")
+
+
+def test_photo_style_with_the_default_framing_has_the_same_ground_truth():
+    """Light, backdrops and the camera change pixels only: with the scene's own framing, the
+    keypoints, face landmarks, masks and skeleton images are those of the default style."""
+    from xdyna_core.synthetic import PhotoLook
+
+    for seed in (0, 3):
+        d = render_clip(seed, num_frames=3, **SMALL)
+        sc = d.scene
+        look = dataclasses.replace(PhotoLook.sample(seed), framing="full", zoom=sc.person_height,
+                                   person_x=sc.person_x, floor_y=sc.floor_y)
+        p = render_frames(d.times, SMALL["height"], SMALL["width"], sc, d.character, d.motion, look=look)
+        assert np.array_equal(p.keypoint_array, d.keypoint_array)
+        assert np.array_equal(p.masks, d.masks) and np.array_equal(p.pose_images, d.pose_images)
+        assert np.array_equal(p.face_found, d.face_found)
+        assert np.abs(p.frames.astype(int) - d.frames).mean() > 3
+
+
+def test_photo_style_keypoints_land_on_the_person_in_every_framing():
+    framings = set()
+    for seed in range(10):
+        c = render_clip(seed, num_frames=3, height=256, width=128, fps=6, style="photo", with_controls=False)
+        framings.add(c.look.framing)
+        for t in range(len(c)):
+            mask = binary_dilation(c.masks[t], iterations=1)
+            a = c.keypoint_array[t]
+            body_ok = a[:18, 2] > 0
+            xy = a[:18][body_ok, :2].astype(int)
+            assert mask[xy[:, 1], xy[:, 0]].all(), f"seed {seed} ({c.look.framing}) frame {t}"
+            # points out of the frame (legs of a half-body shot) are marked invisible
+            out = (a[:, 0] < 0) | (a[:, 0] >= 128) | (a[:, 1] < 0) | (a[:, 1] >= 256)
+            assert not (a[out, 2] > 0).any()
+        if c.look.framing == "half":
+            assert (c.keypoint_array[:, [BODY["r_ankle"], BODY["l_ankle"]], 2] == 0).all()  # feet below the frame
+            assert c.masks.mean() > 0.15
+        if c.look.framing == "distant":
+            assert c.masks.mean() < 0.08
+    assert {"full", "half", "distant"} <= framings, framings
+
+
+def test_photo_style_reference_and_identity_swap_keep_the_look():
+    c = render_clip(8, num_frames=4, style="photo", **SMALL)
+    again = render_reference(c, time=float(c.times[2]))
+    assert again.look == c.look and np.array_equal(again.frames[0], c.frames[2])  # grain is a function of time
+    s = swap_identity(c, seed=5)
+    assert s.look == c.look and np.array_equal(s.keypoint_array, c.keypoint_array)
+    scene_only = render_clip(8, num_frames=2, style="photo", person=False, **SMALL)
+    assert scene_only.look.backdrop == "scene" and not scene_only.masks.any()
+    assert np.abs(scene_only.frames[0].astype(int) - scene_only.frames[1]).mean() > 0.5  # the scene moves
+
+
+def test_embedded_pose_estimator_sees_the_photo_style_person():
+    """mediapipe finds photo-style dancers (lit, on photographic backdrops) where the ground truth is."""
+    from xdyna_core.preprocess.pose import get_estimator
+
+    est = get_estimator("mediapipe", static_image_mode=True)
+    seeds = [s for s in range(40) if render_clip(s, num_frames=1, height=32, width=16, style="photo",
+                                                 with_controls=False).look.framing == "full"][:2]
+    for seed in seeds:
+        c = render_clip(seed, num_frames=1, height=384, width=224, style="photo", with_controls=False)
+        people = est(c.frames[0])
+        assert people, f"seed {seed}: no person found"
+        kp, gt = people[0], c.keypoints[0]
+        ok = (kp.body[:, 2] > 0.3) & (gt.body[:, 2] > 0)
+        assert ok.sum() >= 8
+        assert np.linalg.norm(kp.body[ok, :2] - gt.body[ok, :2], axis=1).mean() / 384 < 0.05
+
+
+def test_photo_style_speed_16_frames_128x64():
+    render_clip(0, num_frames=2, height=128, width=64, style="photo")
+    t0 = time.process_time()
+    for seed in (1, 2, 3):
+        render_clip(seed, num_frames=16, height=128, width=64, style="photo")
+    per_clip = (time.process_time() - t0) / 3
+    # ~0.15-0.25 s of CPU per clip here (the default style: ~0.12-0.15 s); room for a busy machine
+    assert per_clip < 0.8, f"{per_clip:.2f} s CPU per 16-frame 128x64 photo-style clip"

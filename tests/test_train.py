@@ -515,3 +515,47 @@ def test_tiny_recipe_trains_extends_and_documents(tmp_path, monkeypatch):
     card = R.model_card(recipe, res, H, W, 1.0, 4)
     assert "1 (restart 1)" in card and "2 (superseded)" in card
     assert "tiny_recipe extend --minutes 0.05 --profile cpu --lr 0.001" in card
+
+
+def test_synthetic_style_photo_from_the_config(tmp_path):
+    """data.human / data.scene ``style: photo`` (issue #17) reaches the generator: the items are
+    windows of ``render_clip(style="photo")``; the default stays the default style; typos fail."""
+    from xdyna_core import synthetic
+    from xdyna_core.train.trainer import build_video_dataset
+
+    cfg = base_config(tmp_path, "1", pretrained_model="x", **{"data.human.style": "photo", "data.scene.style": "photo"})
+    assert cfg.data.human.style == "photo" and cfg.data.scene.style == "photo"
+    assert base_config(tmp_path, "1", pretrained_model="x").data.human.style == "default"
+    with pytest.raises(InputError, match="style"):
+        base_config(tmp_path, "1", pretrained_model="x", **{"data.human.style": "photograph"})
+    fused = build_video_dataset(cfg)
+    assert fused.human.style == "photo" and fused.scene.style == "photo"
+    ds = SyntheticHumanDataset(num_clips=4, seed=5, height=H, width=W, num_frames=F, clip_frames=8, style="photo")
+    item = ds.get(1, 2)
+    clip = synthetic.render_clip(ds.clip_seed(1, 2), num_frames=8, height=H, width=W, style="photo")
+    plain = synthetic.render_clip(ds.clip_seed(1, 2), num_frames=8, height=H, width=W)
+    frames_u8 = ((item["frames"] + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    starts = [s for s in range(8 - F + 1) if np.array_equal(clip.frames[s:s + F], frames_u8)]
+    assert starts, "item frames are not a window of the photo-style clip"
+    np.testing.assert_array_equal(item["pose"].numpy(), clip.pose_images[starts[0]:starts[0] + F])
+    assert not any(np.array_equal(plain.frames[s:s + F], frames_u8) for s in range(8 - F + 1))
+    # stage 2's identity swap keeps the look
+    swap = SyntheticHumanDataset(num_clips=4, seed=5, height=H, width=W, num_frames=F, clip_frames=8, style="photo",
+                                 identity_swap=True).get(1, 2)
+    assert torch.equal(swap["frames"], item["frames"]) and not torch.equal(swap["face"], item["face"])
+    # stage 0's single frames too
+    from xdyna_core.train.data import SyntheticImageDataset
+
+    kw = dict(num_images=4, seed=2, height=H, width=W, scene_ratio=0.0, frames_per_clip=2)
+    photo_img = SyntheticImageDataset(style="photo", **kw).get(0, 0)["image"]
+    assert torch.equal(photo_img, SyntheticImageDataset(style="photo", **kw).get(0, 0)["image"])
+    assert (photo_img - SyntheticImageDataset(**kw).get(0, 0)["image"]).abs().mean() > 0.02
+
+
+def test_tiny_v2_configs_load():
+    for stage in ("0", "1", "2"):
+        cfg = load_config(f"configs/train/tiny_v2_stage{stage}.yaml")
+        assert cfg.stage == stage and cfg.data.human.style == "photo"
+        assert cfg.data.height >= 256 and cfg.data.width >= 128
+    wide = load_config("configs/train/tiny_v2_stage0.yaml").stage0.tiny
+    assert wide["block_out_channels"][0] > 32  # wider than v1 (trainer.TINY_DEFAULTS)

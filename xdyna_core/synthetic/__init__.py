@@ -10,6 +10,12 @@ lights, shifting gradients, fire). Long hair, skirts and capes swing behind the 
 patches (``preprocess.face.face_patches``) and person masks. ``person=False`` gives scene-only
 clips for the natural-scene stream of Harmonic Data Fusion.
 
+``style="photo"`` (opt-in; the default style is unchanged) renders the same people, dances and
+ground truth with a photographic look (``PhotoLook``: one light shading every limb, the head
+and a cast shadow; studio / room / outdoor / street backdrops with depth of field; full-body,
+half-body, distant and off-centre framing; white balance, vignette and grain), so that a model
+trained on it has a chance on real photos (issue #17).
+
 Everything is deterministic: a clip is a pure function of its arguments. A seed is split into
 one seed per factor (identity, motion, scene); ``split="train"`` and ``split="heldout"`` draw
 those from disjoint ranges, so held-out clips have identities, dances and backgrounds never seen
@@ -23,7 +29,7 @@ identity-swapped face patches S-Face is trained on).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 import numpy as np
@@ -32,10 +38,11 @@ from ..errors import InputError
 from . import raster as rz
 from .body import Character, Projection, draw_person, keypoint_arrays, person_states
 from .motion import Choreography
+from .photo import STYLES, PhotoLook
 from .scene import Scene
 
-__all__ = ["Character", "Choreography", "Scene", "SyntheticClip", "factor_seeds", "render_clip", "render_frames",
-           "render_reference", "swap_identity", "SPLITS"]
+__all__ = ["Character", "Choreography", "PhotoLook", "Scene", "SyntheticClip", "factor_seeds", "render_clip",
+           "render_frames", "render_reference", "swap_identity", "SPLITS", "STYLES"]
 
 SPLITS = ("train", "heldout")
 FACTOR_RANGE = 1 << 30        # train factor seeds in [0, 2^30), held-out ones in [2^30, 2^31)
@@ -76,6 +83,7 @@ class SyntheticClip:
     - ``times``        float [T] seconds into the performance; ``fps``
     - ``character``, ``motion``, ``scene``: the sampled factors (None for no person)
     - ``meta``         dict: seeds, split, size, ...
+    - ``look``         the ``PhotoLook`` of a style="photo" clip, None in the default style
     """
 
     frames: np.ndarray
@@ -91,6 +99,7 @@ class SyntheticClip:
     motion: Optional[Choreography]
     scene: Scene
     meta: dict = field(default_factory=dict)
+    look: Optional[PhotoLook] = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -108,10 +117,11 @@ def projection_for(scene: Scene, height: int, width: int) -> Projection:
 
 def render_frames(times, height: int, width: int, scene: Scene, character: Optional[Character] = None,
                   motion: Optional[Choreography] = None, meta: Optional[dict] = None, fps: float = 8.0,
-                  with_controls: bool = True) -> SyntheticClip:
+                  with_controls: bool = True, look: Optional[PhotoLook] = None) -> SyntheticClip:
     """Render the frames at ``times`` (seconds into the performance). A person is drawn when
     ``character`` and ``motion`` are given. ``with_controls=False`` skips pose images and face
-    patches (left black) when only pixels, masks and keypoints are needed."""
+    patches (left black) when only pixels, masks and keypoints are needed. ``look``: render in
+    the photographic style with this ``PhotoLook`` (its framing replaces the scene's)."""
     from ..preprocess.draw import draw_pose
     from ..preprocess.face import face_patches
     from ..preprocess.pose import Keypoints
@@ -133,19 +143,25 @@ def render_frames(times, height: int, width: int, scene: Scene, character: Optio
     face_found = np.zeros(T, bool)
     kp_arr = np.zeros((T, 128, 3), np.float32)
     keypoints: list = [None] * T
-    proj = projection_for(scene, H, W)
+    proj = projection_for(scene, H, W) if look is None else look.projection(H, W)
     st = person_states(character, motion, times) if person else None
     if person:
         kp_arr = keypoint_arrays(st, proj, H, W)
     for k, t in enumerate(times):
-        background = scene.render(t, H, W)
+        background = scene.render(t, H, W) if look is None else look.background(scene, t, H, W)
         canvas = rz.Canvas(background)
+        if look is not None:
+            canvas.light = look.light()
         if person:
             draw_person(canvas, character, st, k, proj)
             # the scene lights the person: a tint from the background's mean colour (flickers with
             # stage lights and fire, warm at sunset, dim in the dark)
             tint = (0.8 + 0.28 * background.mean(axis=(0, 1))).astype(np.float32)
             canvas.image *= 1.0 + (tint - 1.0) * canvas.person[..., None]
+            if look is not None:
+                look.light_person(canvas, proj)
+        if look is not None:
+            canvas.image = look.finish(canvas.image, t)
         frames[k] = canvas.to_uint8()
         if person:
             masks[k] = canvas.person > 0.5
@@ -156,20 +172,28 @@ def render_frames(times, height: int, width: int, scene: Scene, character: Optio
                 face_images[k], face_found[k] = face_patches(frames[k], kp.face)
     m = dict(meta or {})
     m.update(height=H, width=W, person=person, fps=float(fps))
+    if look is not None:
+        m.update(style="photo")
     return SyntheticClip(frames=frames, keypoints=keypoints, keypoint_array=kp_arr, pose_images=pose_images,
                          face_images=face_images, face_found=face_found, masks=masks, times=times, fps=float(fps),
-                         character=character if person else None, motion=motion if person else None, scene=scene, meta=m)
+                         character=character if person else None, motion=motion if person else None, scene=scene, meta=m,
+                         look=look)
 
 
 def render_clip(seed: int = 0, num_frames: int = 16, height: int = 256, width: int = 128, fps: float = 8.0,
                 person: bool = True, character: Optional[Character] = None, motion: Optional[Choreography] = None,
                 scene: Optional[Scene] = None, split: str = "train", start_time: Optional[float] = None,
-                with_controls: bool = True) -> SyntheticClip:
+                with_controls: bool = True, style: str = "default") -> SyntheticClip:
     """A ``num_frames`` clip at ``fps`` of clip ``seed`` in ``split``: frames and ground truth.
 
     Factors not given are sampled from ``factor_seeds(seed, split)``; ``start_time`` (seconds
     into the performance) defaults to a seeded time so different seeds show different parts of a
-    dance. ``person=False`` renders the scene alone."""
+    dance. ``person=False`` renders the scene alone. ``style="photo"``: the same person, dance
+    and time with a photographic look (a ``PhotoLook`` drawn from the scene's factor seed, so
+    held-out clips get held-out looks); its own framing, so the keypoints differ from the
+    default style's, and they match its pixels just as well."""
+    if style not in STYLES:
+        raise InputError(f"style must be one of {STYLES}, got {style!r}.")
     if num_frames < 1:
         raise InputError(f"num_frames must be >= 1, got {num_frames}.")
     if not fps or fps <= 0:
@@ -185,8 +209,11 @@ def render_clip(seed: int = 0, num_frames: int = 16, height: int = 256, width: i
         start_time = float(np.random.default_rng(fs["time"]).uniform(0.0, span))
     times = float(start_time) + np.arange(num_frames) / float(fps)
     meta = dict(seed=int(seed), split=split, factor_seeds=fs, start_time=float(start_time))
+    look = PhotoLook.sample(fs["scene"]) if style == "photo" else None
+    if look is not None and not person:  # natural-scene clips keep their moving scene, seen by the camera
+        look = replace(look, backdrop="scene")
     return render_frames(times, height, width, scene, character if person else None, motion if person else None,
-                         meta=meta, fps=fps, with_controls=with_controls)
+                         meta=meta, fps=fps, with_controls=with_controls, look=look)
 
 
 def reference_time(clip: SyntheticClip, seed: Optional[int] = None, margin: float = 0.5) -> float:
@@ -208,7 +235,7 @@ def render_reference(clip: SyntheticClip, seed: Optional[int] = None, time: Opti
     t = reference_time(clip, seed) if time is None else float(time)
     meta = dict(clip.meta, reference_of=clip.meta.get("seed"), reference_time=t)
     return render_frames([t], clip.meta["height"], clip.meta["width"], clip.scene, clip.character, clip.motion,
-                         meta=meta, fps=clip.fps, with_controls=with_controls)
+                         meta=meta, fps=clip.fps, with_controls=with_controls, look=clip.look)
 
 
 def swap_identity(clip_or_character: Union[SyntheticClip, Character], seed: int):
@@ -226,4 +253,4 @@ def swap_identity(clip_or_character: Union[SyntheticClip, Character], seed: int)
     new = clip.character.swapped(seed)
     meta = dict(clip.meta, swapped_from=clip.character.seed, swap_seed=int(seed))
     return render_frames(clip.times, clip.meta["height"], clip.meta["width"], clip.scene, new, clip.motion,
-                         meta=meta, fps=clip.fps)
+                         meta=meta, fps=clip.fps, look=clip.look)

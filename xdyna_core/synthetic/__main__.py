@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import SPLITS, render_clip
+from . import SPLITS, STYLES, render_clip
 
 
 def main(argv=None):
@@ -21,11 +21,13 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--fps", type=float, default=8.0)
     ap.add_argument("--scene-only", action="store_true")
+    ap.add_argument("--style", default="default", choices=STYLES, help="photo: lit bodies, photographic backdrops, "
+                    "varied framing, camera grain (issue #17)")
     ap.add_argument("--out", default="synthetic_preview.png", help="PNG: rows = frames | skeleton | face patches | mask")
     ap.add_argument("--bench", type=int, default=0, metavar="N", help="time N clips instead (CPU seconds, one core)")
     args = ap.parse_args(argv)
     kw = dict(num_frames=args.frames, height=args.height, width=args.width, fps=args.fps, person=not args.scene_only,
-              split=args.split)
+              split=args.split, style=args.style)
     if args.bench:
         render_clip(args.seed, **dict(kw, num_frames=1))  # imports, caches
         t0, w0 = time.process_time(), time.perf_counter()

@@ -375,8 +375,12 @@ def _paint_tube(canvas, res, materials, px_unit, light=True):
     if res is None:
         return
     box, alpha, u, v, r = res
-    shade = rz.shade_tube(v, r) if light else 1.0
+    if not light:
+        shade = 1.0
+    else:
+        shade = rz.shade_tube(v, r) if canvas.light is None else rz.shade_lit(v, r, canvas.light)
     color = None
+    cloth = None  # style="photo": where the tube is fabric (creases), not skin
     u_start = -1e9
     for u_end, mat in materials:
         sel = (u >= u_start) & (u < u_end) if len(materials) > 1 else None
@@ -385,7 +389,14 @@ def _paint_tube(canvas, res, materials, px_unit, light=True):
             color = np.broadcast_to(col, u.shape + (3,)).copy()
         elif sel is not None:
             color[sel] = np.broadcast_to(col, u.shape + (3,))[sel]
+        if light and canvas.light is not None:
+            if cloth is None:
+                cloth = np.full(u.shape, isinstance(mat, dict))
+            elif sel is not None:
+                cloth[sel] = isinstance(mat, dict)
         u_start = u_end
+    if cloth is not None and cloth.any():
+        shade = shade * np.where(cloth, rz.fabric_folds(u, v, r), 1.0)
     canvas.paint(box, alpha, color * (shade[..., None] if light else 1.0))
 
 
@@ -604,7 +615,11 @@ def _paint_torso(canvas, centres, normals, widths, up, materials, px_unit):
             sel = (along >= u_start) & (along < u_end)
             color[sel] = col[sel]
         u_start = u_end
-    canvas.paint(box, a, color * rz.shade_tube(v, w)[..., None])
+    if canvas.light is None:
+        shade = rz.shade_tube(v, w)
+    else:
+        shade = rz.shade_lit(v, w, canvas.light) * rz.fabric_folds(along, v, w, depth=0.08)
+    canvas.paint(box, a, color * shade[..., None])
 
 
 def _hand_tubes(hand, hand_px):
@@ -682,6 +697,31 @@ def _draw_head(canvas, ch: Character, st: dict, k: int, proj: Projection):
             lock = np.array([[s_ * 0.97, 0.8, -0.1], [s_ * 1.0, 0.1, -0.15], [s_ * 0.9, -0.7, -0.25]])
             locks.append((proj(head + (R @ (lock * hu).T).T), hu_px * np.array([0.2, 0.17, 0.1])))
         _paint_tube(canvas, rz.tubes(canvas, locks), [(1e9, hair)], S)
+    if canvas.light is not None:
+        _shade_head(canvas, R, head, hu, proj)
+
+
+def _shade_head(canvas, R_head, head, hu, proj):
+    """style="photo": light the drawn head (skin, face, hair) as a sphere-like ellipsoid: the
+    projected skull outline, a little enlarged for the hair, gives each pixel's normal."""
+    cc, L = _ellipse2d(R_head, head, hu, proj, 1.12)
+    ext = np.abs(L).sum(1)
+    box = canvas.bbox(cc[0] - ext[0], cc[1] - ext[1], cc[0] + ext[0], cc[1] + ext[1], pad=1.0)
+    if box is None:
+        return
+    xs, ys = rz.grid(box)
+    Li = np.linalg.inv(L)
+    dx, dy = xs - cc[0], ys - cc[1]
+    qx, qy = Li[0, 0] * dx + Li[0, 1] * dy, Li[1, 0] * dx + Li[1, 1] * dy
+    rho2 = qx * qx + qy * qy
+    nz = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
+    light = canvas.light
+    lx, ly, lz = light.direction
+    lam = np.clip(qx * lx + qy * ly + nz * lz, 0.0, 1.0)
+    factor = light.ambient + (1.0 - light.ambient) * (0.15 + 0.85 * lam) + light.sheen * lam ** 12
+    xa, ya, xb, yb = box
+    weight = np.clip((1.0 - rho2) * 6.0, 0.0, 1.0) * canvas.person[ya:yb, xa:xb]
+    canvas.image[ya:yb, xa:xb] *= (1.0 + (factor - 1.0) * weight)[..., None]
 
 
 def _arc_over_top(R_head, head, hu, proj, scale, start, stop, n=24):

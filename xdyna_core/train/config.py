@@ -30,6 +30,9 @@ class DataSourceConfig:
     clip_frames: int = 32  # synthetic: frames rendered per clip (window + reference drawn from them)
     cache_dir: Optional[str] = None  # folder: where extracted motion is cached
     fps: Optional[float] = None  # folder: resample clips to this fps (None = keep)
+    # synthetic: "default" (flat-shaded people, graphic animated scenes) or "photo" (lit bodies,
+    # photographic backdrops, varied framing, camera grain: synthetic.render_clip(style=...))
+    style: str = "default"
 
 
 @dataclass
@@ -167,6 +170,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise InputError(f"lr_scheduler must be constant or cosine, got {cfg.lr_scheduler!r}")
     if cfg.max_steps < 1:
         raise InputError("max_steps must be at least 1")
+    from xdyna_core.synthetic.photo import STYLES
+
+    for name, src in (("human", d.human), ("scene", d.scene)):
+        if src is not None and src.style not in STYLES:
+            raise InputError(f"data.{name}.style must be one of {', '.join(STYLES)}, got {src.style!r}")
     return cfg
 
 

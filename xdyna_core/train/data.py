@@ -236,7 +236,7 @@ class SyntheticHumanDataset(KeyedDataset):
     (a new identity / dance / scene every epoch when ``fresh_each_epoch``): ``clip_frames``
     frames are rendered once and ``windows_per_clip`` items take their window and reference
     frame from them (set ``windows_per_clip`` to a divisor of the batch size so the clip is
-    rendered once per batch).
+    rendered once per batch). ``style="photo"`` renders them with a photographic look.
 
     ``identity_swap`` (stage 2, S-Face): the face patches come from the same dance and
     expressions rendered on *another* identity (``synthetic.swap_identity``), as the paper's
@@ -246,8 +246,9 @@ class SyntheticHumanDataset(KeyedDataset):
     def __init__(self, num_clips: int = 4096, split: str = "train", seed: int = 0, height: int = 256,
                  width: int = 128, num_frames: int = 16, frame_stride: int = 1, clip_frames: int = 32,
                  fps: float = 8.0, windows_per_clip: int = 1, fresh_each_epoch: bool = True,
-                 identity_swap: bool = False):
+                 identity_swap: bool = False, style: str = "default"):
         self.num_clips, self.split, self.seed = int(num_clips), split, int(seed)
+        self.style = str(style)  # synthetic.render_clip's style: "default" or "photo"
         self.height, self.width = int(height), int(width)
         self.num_frames, self.frame_stride = int(num_frames), int(frame_stride)
         self.clip_frames = max(int(clip_frames), (self.num_frames - 1) * self.frame_stride + 2)
@@ -270,7 +271,7 @@ class SyntheticHumanDataset(KeyedDataset):
         s = self.clip_seed(index, epoch)
         return self._cache.get((s, self.person), lambda: synthetic.render_clip(
             s, num_frames=self.clip_frames, height=self.height, width=self.width, fps=self.fps,
-            person=self.person, split=self.split))
+            person=self.person, split=self.split, style=self.style))
 
     def get(self, index: int, epoch: int) -> dict:
         clip = self._clip(index, epoch)
@@ -286,7 +287,7 @@ class SyntheticHumanDataset(KeyedDataset):
 
         other = synthetic.swap_identity(clip.character, int(rng.integers(0, 2**31)))
         sub = synthetic.render_frames(clip.times[window], self.height, self.width, clip.scene, other, clip.motion,
-                                      fps=clip.fps)
+                                      fps=clip.fps, look=clip.look)
         return sub.face_images
 
 
@@ -306,12 +307,13 @@ class SyntheticImageDataset(KeyedDataset):
     dances, and scene-only frames with probability ``scene_ratio``. ``frames_per_clip`` items
     share one sampled identity / dance / scene (rendered once per group).
 
-    Item: ``{"image": float [3, H, W] in [-1, 1]}``.
+    Item: ``{"image": float [3, H, W] in [-1, 1]}``. ``style="photo"``: photographic look.
     """
 
     def __init__(self, num_images: int = 65536, split: str = "train", seed: int = 0, height: int = 256,
-                 width: int = 128, scene_ratio: float = 0.25, frames_per_clip: int = 8):
+                 width: int = 128, scene_ratio: float = 0.25, frames_per_clip: int = 8, style: str = "default"):
         self.num_images, self.split, self.seed = int(num_images), split, int(seed)
+        self.style = str(style)
         self.height, self.width, self.scene_ratio = int(height), int(width), float(scene_ratio)
         self.frames_per_clip = max(1, int(frames_per_clip))
         self._cache = _RenderCache()
@@ -332,8 +334,9 @@ class SyntheticImageDataset(KeyedDataset):
             scene = synthetic.Scene.sample(fs["scene"], person=person)
             char = synthetic.Character.sample(fs["identity"]) if person else None
             motion = synthetic.Choreography.sample(fs["motion"]) if person else None
+            look = synthetic.PhotoLook.sample(fs["scene"]) if self.style == "photo" else None
             return synthetic.render_frames(times, self.height, self.width, scene, char, motion,
-                                           with_controls=False).frames
+                                           with_controls=False, look=look).frames
 
         return self._cache.get((group, epoch), make)
 

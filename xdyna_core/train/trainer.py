@@ -274,7 +274,7 @@ def build_video_dataset(cfg: TrainConfig, human_only: bool = False, identity_swa
             cls = SyntheticHumanDataset if person else SyntheticSceneDataset
             kw = dict(identity_swap=identity_swap) if person else {}
             return cls(num_clips=src.num_clips, seed=cfg.seed + (0 if person else 7919), clip_frames=src.clip_frames,
-                       fps=src.fps or 8.0, windows_per_clip=windows_per_clip, **common, **kw)
+                       fps=src.fps or 8.0, windows_per_clip=windows_per_clip, style=src.style, **common, **kw)
         if src.kind == "folder":
             if not src.path:
                 raise InputError("data source kind 'folder' needs a path")
@@ -595,7 +595,7 @@ class Trainer:
         for m in (vae, unet2d, comps["text_encoder"]):
             m.to(self.device)
         images = SyntheticImageDataset(num_images=s0.image_pool or 65536, seed=cfg.seed, height=d.height,
-                                       width=d.width, scene_ratio=d.scene_ratio)
+                                       width=d.width, scene_ratio=d.scene_ratio, style=d.human.style)
         train_images = images
         pool = None
         if s0.image_pool:
