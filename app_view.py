@@ -214,6 +214,14 @@ def describe_device(info: DeviceInfo) -> str:
     return f"**Device:** {name} · **precision:** {info.dtype} · **{kind}:** {memory}"
 
 
+# Measured with benchmarks/real_photo_eval.py (3 public-domain photos x 2 example dances, pose
+# estimator on the enlarged result); keep in step with benchmarks/results/real_photo_eval_tiny_2clips.json.
+TINY_MODEL_ON_REAL_PHOTOS = (
+    "It shows how the studio works; it does not animate real photos yet: on real people's photos a pose "
+    "estimator finds a person following the skeleton in none of its frames (repeating the photo does "
+    "better). For real photos choose **Official X-Dyna** on a GPU.")
+
+
 def describe_system(choice: str, models: Optional[ModelManager] = None) -> str:
     """One line for the page: device, precision, memory, and what the chosen model means here."""
     info = device_info()
@@ -230,7 +238,8 @@ def describe_system(choice: str, models: Optional[ModelManager] = None) -> str:
         dtype = info.dtype
     else:
         trained = tiny_model_dir() is not None
-        model = ("**Model:** embedded tiny model" + (" (trained on synthetic dancers; rough, but it moves)" if trained
+        model = ("**Model:** embedded tiny model" + (" (trained on synthetic dancers; rough, but it moves). "
+                                                     + TINY_MODEL_ON_REAL_PHOTOS if trained
                  else " — **untrained demo weights**: the trained tiny model is not installed "
                       "(assets/tiny-xdyna), so the video will be noise-like. Everything else works."))
         dtype = "float32"

@@ -338,3 +338,15 @@ def test_native_size_of_a_tiny_model_folder(monkeypatch, tmp_path):
     assert runtime.native_size(runtime.resolve_model("tiny")) == (128, 128)
     assert view.preset_values("tiny-offline", LIMITS, runtime.MODEL_TINY)["resolution"] == "128x128"
     assert "trained on synthetic dancers" in view.describe_system(runtime.MODEL_TINY)
+
+
+def test_what_the_page_says_of_real_photos_is_what_was_measured():
+    import json
+
+    measured = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+                           / "real_photo_eval_tiny_2clips.json").read_text())["summary"]
+    assert "none of its frames" in view.TINY_MODEL_ON_REAL_PHOTOS and measured["model"]["follows"] == 0
+    assert "repeating the photo does better" in view.TINY_MODEL_ON_REAL_PHOTOS
+    assert measured["repeat_photo"]["pck"] > measured["model"]["pck"]
+    if runtime.tiny_model_dir() is not None:
+        assert view.TINY_MODEL_ON_REAL_PHOTOS in view.describe_system(runtime.MODEL_TINY)
