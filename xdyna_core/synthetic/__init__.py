@@ -30,6 +30,9 @@ import numpy as np
 
 from ..errors import InputError
 from . import raster as rz
+from ..preprocess.draw import draw_pose
+from ..preprocess.face import face_patches
+from ..preprocess.pose import Keypoints
 from .body import Character, Projection, draw_person, keypoint_arrays, person_states
 from .motion import Choreography
 from .scene import Scene
@@ -112,9 +115,6 @@ def render_frames(times, height: int, width: int, scene: Scene, character: Optio
     """Render the frames at ``times`` (seconds into the performance). A person is drawn when
     ``character`` and ``motion`` are given. ``with_controls=False`` skips pose images and face
     patches (left black) when only pixels, masks and keypoints are needed."""
-    from ..preprocess.draw import draw_pose
-    from ..preprocess.face import face_patches
-    from ..preprocess.pose import Keypoints
 
     H, W = int(height), int(width)
     if H < 16 or W < 16:
