@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import yaml
+
 from xdyna_core.errors import InputError
 
 STAGES = ("0", "1", "2")
@@ -172,7 +174,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 def load_config(path: str, overrides: Optional[dict] = None) -> TrainConfig:
     """Read a YAML (or JSON) stage config. ``overrides`` maps dotted keys to values."""
-    import yaml
 
     if not os.path.isfile(path):
         raise InputError(f"config file not found: {path}")
