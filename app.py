@@ -22,6 +22,7 @@ import threading
 import time
 
 import gradio as gr  # the UI library: only this file and the browser tests import it
+from gradio.context import LocalContext
 
 import app_view as view
 from xdyna_core import resources, runtime
@@ -134,7 +135,6 @@ def _still_wanted() -> callable:
     interrupted by Gradio, so the job asks this at every progress report and stops within one step.
     Relies on Gradio's queue internals (LocalContext, the queue's active jobs, Event.alive); the API
     cancel test in tests/test_faults.py pins that contract."""
-    from gradio.context import LocalContext
 
     blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
     if blocks is None or event_id is None or getattr(blocks, "_queue", None) is None:

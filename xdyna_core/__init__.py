@@ -5,6 +5,8 @@ Public API (imported lazily so `import xdyna_core` stays fast):
     XDynaPipeline, extract_motion, Motion, load_preset
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -22,8 +24,6 @@ __all__ = list(_LAZY) + ["__version__"]
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'xdyna_core' has no attribute {name!r}")

@@ -19,6 +19,7 @@ Conventions (kept simple so the numbers can be checked by hand):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -32,8 +33,28 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+from diffusers.utils import logging as diffusers_logging
+from torch import _dynamo
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.weak import WeakIdKeyDictionary
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from xdyna_core.errors import InputError
+from xdyna_core.eval import metrics
+from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
+from xdyna_core.models.controlnet import controlnet_shallow_residuals
+from xdyna_core.models.loading import default_feature_extractor, official_scheduler
+from xdyna_core.pipeline import XDynaPipeline
+from xdyna_core.presets import load_preset
+from xdyna_core.resources import sd15_unet_config_path
 from xdyna_core.speed import DeepCacheState, SpeedOptions
+from xdyna_core.testing import make_tiny_components, make_tiny_tokenizer, randomize_zero_parameters
+from xdyna_core.windows import blend_windows
 
 SCHEMA = "xdyna-bench/1"
 
@@ -87,7 +108,6 @@ def mfu(flops: Optional[float], seconds: Optional[float], peak_tflops: Optional[
 
 def count_flops(fn: Callable, *args, **kwargs) -> int:
     """FLOPs of `fn(*args, **kwargs)` as counted by `torch.utils.flop_counter.FlopCounterMode`."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         fn(*args, **kwargs)
@@ -141,8 +161,6 @@ def window_flops(pipe, frames: int = WINDOW_SIZE, height: int = 896, width: int 
         kwargs = dict(encoder_hidden_states=torch.zeros(n, cfg_u.num_text_tokens, text_dim, device="meta"),
                       controlnet_cond=torch.zeros(n, meta.config.conditioning_channels, height, width, device="meta"))
         if deep_cache_partial:
-            from xdyna_core.models.controlnet import controlnet_shallow_residuals
-
             shallow = DeepCacheState(interval=2, branch=deep_cache_branch).shallow_residual_count(unet)
             out[name] = count_flops(controlnet_shallow_residuals, *args, num_residuals=shallow, **kwargs)
         else:
@@ -154,7 +172,6 @@ def window_flops(pipe, frames: int = WINDOW_SIZE, height: int = 896, width: int 
 
 def num_windows(num_frames: int, window_size: int = WINDOW_SIZE, overlap: int = WINDOW_OVERLAP) -> int:
     """Windows per step of the default ("blend") schedule."""
-    from xdyna_core.windows import blend_windows
 
     return len(blend_windows(num_frames, window_size, overlap))
 
@@ -172,9 +189,6 @@ class LiveTensorBytes:
     """
 
     def __init__(self, include_meta: bool = False):
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils.weak import WeakIdKeyDictionary
-
         tracker = self
 
         class _Mode(TorchDispatchMode):
@@ -193,8 +207,6 @@ class LiveTensorBytes:
         self.current[device] = self.current.get(device, 0) - nbytes
 
     def _record(self, out) -> None:
-        from torch.utils._pytree import tree_flatten
-
         for t in tree_flatten(out)[0]:
             if not isinstance(t, torch.Tensor) or (t.device.type == "meta" and not self._include_meta):
                 continue
@@ -220,7 +232,6 @@ def estimate_unet_peak_bytes(unet, frames: int = WINDOW_SIZE, height: int = 896,
     `meta` copy (no memory, no compute) with `LiveTensorBytes`. Attention is modelled as
     a fused (flash) kernel, whose only large allocation is its output; cuDNN workspaces
     and allocator rounding are not included, so a GPU measures somewhat more."""
-    import torch.nn.functional as F
 
     meta = _meta_copy(unet).to(dtype)
     if memory_chunks > 1:
@@ -255,13 +266,6 @@ def full_size_components(device="cuda", seed: int = 0) -> dict:
     encoders, IP-Adapter-Plus resampler) with random float32 weights, built directly
     on `device`. Deterministic for a seed on a given device. Numbers from these
     weights are about speed and numerical agreement, not about image quality."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
-    from xdyna_core.models.loading import default_feature_extractor, official_scheduler
-    from xdyna_core.resources import sd15_unet_config_path
-    from xdyna_core.testing import make_tiny_tokenizer, randomize_zero_parameters
 
     cfg = json.loads(sd15_unet_config_path().read_text())
     torch.manual_seed(seed)
@@ -295,11 +299,8 @@ def full_size_components(device="cuda", seed: int = 0) -> dict:
 
 def build_pipeline(tiny: bool, device, seed: int = 0):
     """Float32 XDynaPipeline with random weights: tiny (`xdyna_core.testing`) or full size."""
-    from xdyna_core.pipeline import XDynaPipeline
 
     if tiny:
-        from xdyna_core.testing import make_tiny_components
-
         pipe = XDynaPipeline(**make_tiny_components(seed=seed)).to(device)
     else:
         pipe = XDynaPipeline(**full_size_components(device, seed))
@@ -362,7 +363,6 @@ class RunSpec:
 def parse_modes(text: str) -> List[RunSpec]:
     """Parse "fp32:16,reference,default,sequential-offload:16@5" into RunSpecs.
     Raises InputError naming the known modes for an unknown one."""
-    from xdyna_core.errors import InputError
 
     specs = []
     for item in [p.strip() for p in text.split(",") if p.strip()]:
@@ -402,8 +402,6 @@ def mode_call_kwargs(mode: str) -> dict:
     spec = MODES[mode]
     kwargs = dict(spec.get("call", {}))
     if "preset" in spec:
-        from xdyna_core.presets import load_preset
-
         preset = load_preset(spec["preset"])
         kwargs.update({k: v for k, v in preset.items() if k in SPEED_KEYS})
     return kwargs
@@ -518,7 +516,6 @@ def quality(frames: np.ndarray, reference: np.ndarray) -> dict:
     `xdyna_core.eval.metrics`. Identical frames have infinite PSNR: they are counted and
     left out of the mean (psnr_db None when all are identical). SSIM is None where
     scikit-image is missing."""
-    from xdyna_core.eval import metrics
 
     p = metrics.psnr(frames, reference)
     finite = p[np.isfinite(p)]
@@ -590,12 +587,10 @@ def _prepare(pipe, mode: str, device: torch.device, state: dict):
 
 def mode_context(mode: str):
     """Context manager a mode runs in (SDPA backend priority), or a no-op."""
-    import contextlib
 
     names = MODES[mode].get("sdpa")
     if not names:
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     backends = [getattr(SDPBackend, n) for n in names]
     try:
@@ -612,7 +607,6 @@ def run_benchmark(specs: Sequence[RunSpec], *, tiny: bool = False, device=None, 
     float32 weights cast to each mode's dtype) and return the JSON-able report. The
     report is rewritten to `json_path` after every run, so a run that is stopped keeps
     what was measured."""
-    from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # casting warnings for every mode
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -755,8 +749,6 @@ def _undo(pipe, mode: str) -> None:
         if hasattr(pipe, "_offload_device"):
             del pipe._offload_device  # noqa: SLF001 - let _execution_device follow the weights again
     if spec.get("compile"):
-        from torch import _dynamo
-
         for name in ("unet", "controlnet", "controlnet_face"):
             model = getattr(pipe, name, None)
             for module in (model.modules() if model is not None else ()):

@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
+import av
+import cv2
+import imageio_ffmpeg
 import numpy as np
+from PIL import Image, ImageOps
 
 from xdyna_core.errors import Cancelled, InputError, XDynaError
 
@@ -138,8 +143,6 @@ class Video:
 
 
 def _open_video(path):
-    import av
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"video not found: {path}")
@@ -260,7 +263,6 @@ def read_video(
     Raises:
         InputError: not a video, damaged, no frames, too long, too many frames, too small.
     """
-    import av
 
     if fps is not None and not (0 < fps <= 240):
         raise InputError(f"fps must be between 0 and 240, got {fps}")
@@ -547,7 +549,6 @@ _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", 
 
 def _encode_command(tmp: Path, fmt: str, width: int, height: int, fps: float, crf: Optional[int], preset: str) -> list:
     """The ffmpeg command that reads raw rgb24 frames of width x height from stdin and writes `tmp`."""
-    import imageio_ffmpeg
 
     small = width * height <= SMALL_FRAME_PIXELS
     if crf is None:
@@ -588,7 +589,6 @@ def write_video(
     name and renamed over `path` only when complete; on any error or `Cancelled` the temporary
     file is removed. `.webm` paths get VP9 instead of H.264; `.mov`/`.mkv` keep H.264.
     """
-    import subprocess
 
     path = Path(os.fspath(path))
     suffix = path.suffix.lower()
@@ -644,7 +644,6 @@ def write_video(
 
 def save_image(path, image: np.ndarray) -> Path:
     """Write an RGB image (png/jpg/webp by suffix) atomically."""
-    from PIL import Image
 
     path = Path(os.fspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -687,8 +686,6 @@ def probe_image(path) -> tuple:
     """(width, height) of an image file from its header, without decoding it: refuses empty
     files, files that are not images, and images above 8192×8192 pixels (a 450 KB PNG can hold
     12000×12000 pixels, 1.7 GB decoded)."""
-    from PIL import Image
-
     path = Path(os.fspath(path))
     if path.stat().st_size == 0:
         raise InputError(f"{path.name} is empty (0 bytes); upload the photo again")
@@ -717,7 +714,6 @@ def load_image(image, max_side: Optional[int] = None, min_side: int = MIN_IMAGE_
     Raises InputError for files that are not images, damaged images and images smaller than
     `min_side` on either side.
     """
-    from PIL import Image, ImageOps
 
     if isinstance(image, (str, os.PathLike)):
         path = Path(os.fspath(image))
@@ -752,16 +748,12 @@ def load_image(image, max_side: Optional[int] = None, min_side: int = MIN_IMAGE_
     if min(h, w) < min_side:
         raise InputError(f"{label} is only {w}×{h} pixels; use a photo at least {min_side} pixels on each side (512 or more is best)")
     if max_side and max(h, w) > max_side:
-        import cv2
-
         nw, nh = _scaled_size(w, h, max_side)
         arr = cv2.resize(arr, (nw, nh), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(arr)
 
 
 def _pil_to_rgb(pil) -> np.ndarray:
-    from PIL import Image
-
     mode = pil.mode
     if mode == "P":
         pil = pil.convert("RGBA" if "transparency" in pil.info else "RGB")
@@ -824,8 +816,6 @@ def _as_uint8_rgb_clip(v: np.ndarray) -> np.ndarray:
 
 
 def _resize_to_height(frames: np.ndarray, height: int) -> np.ndarray:
-    import cv2
-
     t, h, w = frames.shape[:3]
     if h == height:
         return frames
@@ -835,8 +825,6 @@ def _resize_to_height(frames: np.ndarray, height: int) -> np.ndarray:
 
 
 def _label_bar(text: str, width: int, height: int) -> np.ndarray:
-    import cv2
-
     bar = np.zeros((height, width, 3), np.uint8)
     scale = height / 40.0
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)

@@ -22,24 +22,28 @@ Deliberate differences, all documented:
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
+import cv2
 import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DiffusionPipeline
+from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
+from torch import _dynamo
 
 # Importing our model classes registers them, so `from_pretrained` can resolve the
 # `["xdyna_core.models.unet", "XDynaUNet"]` entries of model_index.json (diffusers
 # only loads custom classes from modules that are already imported).
 import xdyna_core.models  # noqa: F401
-from xdyna_core.models.loading import OFFICIAL_SCHEDULER_CONFIG, official_scheduler  # noqa: F401  (DDIM, §25)
+from xdyna_core.models.loading import OFFICIAL_SCHEDULER_CONFIG, load_official_components, official_scheduler  # noqa: F401  (DDIM, §25)
 from xdyna_core.errors import Cancelled, InputError
+from xdyna_core.models.controlnet import controlnet_shallow_residuals
 from xdyna_core.speed import SAMPLERS, DeepCacheState, SpeedOptions  # noqa: F401  (SAMPLERS: re-exported)
 from xdyna_core.windows import blend_windows, official_windows, window_weights
 
@@ -128,7 +132,6 @@ def gaussian_blur(x: torch.Tensor, kernel_size: int = 9, sigma: float = 18.0) ->
 def _step_kwargs(scheduler, eta: float, generator) -> dict:
     """`eta` and `generator` for schedulers whose `step` takes them (DDIM), nothing for
     the others (DPM-Solver++), as diffusers pipelines do."""
-    import inspect
 
     params = set(inspect.signature(scheduler.step).parameters)
     kwargs = {}
@@ -203,7 +206,6 @@ def normalize_control(frames_u8: torch.Tensor, lo: torch.Tensor, hi: torch.Tenso
 def prepare_reference_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Official `imread_resize_crop` (§34): centre-crop to the width:height
     aspect (int arithmetic as the official), then cv2 bilinear resize to W×H."""
-    import cv2
 
     target = width / height
     h, w = image.shape[:2]
@@ -358,7 +360,6 @@ class XDynaPipeline(DiffusionPipeline):
         `cache_dir`, `local_files_only`; `HF_HUB_OFFLINE` is honoured).
         `face=False` gives a pose-only pipeline. Convert once with
         `xdyna convert` and use `from_pretrained` for fast loading."""
-        from xdyna_core.models.loading import load_official_components
 
         components = load_official_components(*args, face=face, torch_dtype=torch_dtype or torch.float32, **kwargs)
         return cls(**components)
@@ -460,8 +461,6 @@ class XDynaPipeline(DiffusionPipeline):
         kwargs = dict(encoder_hidden_states=text.repeat_interleave(kn, dim=0).to(dtype),
                       controlnet_cond=cond.repeat(r, 1, 1, 1).to(dtype), conditioning_scale=scale)
         if shallow is not None:
-            from xdyna_core.models.controlnet import controlnet_shallow_residuals
-
             down, mid = controlnet_shallow_residuals(controlnet, *args, num_residuals=shallow, **kwargs), None
         else:
             down, mid = controlnet(*args, return_dict=False, **kwargs)
@@ -502,12 +501,10 @@ class XDynaPipeline(DiffusionPipeline):
         DPM-Solver++ built from its config (same betas and timestep spacing)."""
         if sampler is None:
             return self.scheduler
-        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
         config = {k: v for k, v in dict(self.scheduler.config).items() if not k.startswith("_")}
         if sampler == "ddim":
             return DDIMScheduler.from_config(config)
-        import inspect
 
         keep = set(inspect.signature(DPMSolverMultistepScheduler.__init__).parameters)
         config = {k: v for k, v in config.items() if k in keep}
@@ -524,7 +521,6 @@ class XDynaPipeline(DiffusionPipeline):
         The first call after this pays
         the compile time (one graph per block shape; new frame sizes or window batch
         sizes compile again). Returns the pipeline."""
-        from torch import _dynamo
 
         blocks = {"ResnetBlock", "SpatialTransformer", "TemporalTransformer3DModel",
                   "ResnetBlock2D", "Transformer2DModel"}

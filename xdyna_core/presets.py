@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Union
 
+import yaml
+
 from xdyna_core.errors import InputError
 from xdyna_core.resources import presets_dir
 
@@ -85,7 +87,6 @@ def load_preset(name_or_path: Union[str, Path]) -> Dict[str, object]:
     """Read a preset by name (a shipped `<name>.yaml`) or from a YAML path.
     Raises InputError naming the preset and the available ones when it is
     missing, and for unknown settings or wrong value types."""
-    import yaml
 
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml") or not path.exists():

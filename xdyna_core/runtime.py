@@ -21,6 +21,7 @@ from diffusers.utils import logging as diffusers_logging
 from xdyna_core import resources
 from xdyna_core.errors import InputError, MissingWeightsError, ModelUnavailable
 from xdyna_core.pipeline import XDynaPipeline, default_dtype
+from xdyna_core.testing import make_tiny_components
 
 log = logging.getLogger("xdyna.runtime")
 
@@ -210,7 +211,6 @@ def load_pipeline(spec: ModelSpec, device: torch.device, dtype: torch.dtype, off
     if spec.choice == MODEL_TINY and spec.folder is None:
         # Not installed: the same classes with random weights, made deterministically so every run
         # shows the same (meaningless) output; front doors label it as untrained.
-        from xdyna_core.testing import make_tiny_components
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

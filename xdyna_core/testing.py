@@ -19,11 +19,19 @@ offline in about a second and fast on CPU. They run every code path; their outpu
 from __future__ import annotations
 
 import json
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
+from diffusers import AutoencoderKL
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from xdyna_core.eval.backbones import LPIPS, InceptionI3d, InceptionV3FID, VideoMAEv2
+from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
+from xdyna_core.pipeline import official_scheduler
 
 # Frame size of the tiny pipeline: 64x64 frames -> 8x8 latents.
 TINY_RESOLUTION = 64
@@ -62,9 +70,6 @@ def make_tiny_tokenizer(model_max_length: int = 77):
     """A byte-level `CLIPTokenizer` built offline, in memory (vocabulary 514: 256 bytes,
     256 bytes + ``</w>``, ``<|startoftext|>`` = 512, ``<|endoftext|>`` = 513; no merges; pads
     to 77 like SD1.5's)."""
-    import tempfile
-
-    from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as folder:  # CLIPTokenizer reads its vocabulary from files
         _write_vocabulary(Path(folder))
@@ -112,11 +117,6 @@ def make_tiny_components(
     parameter with small random values instead, so that in a random model every
     path (pose, face, adapter, motion) changes the output and tests can see it.
     """
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
-    from xdyna_core.pipeline import official_scheduler
 
     n = len(block_out_channels)
     down = ("CrossAttnDownBlock3D",) + ("DownBlock3D",) * (n - 1) if n > 1 else ("CrossAttnDownBlock3D",)
@@ -188,7 +188,7 @@ def make_tiny_components(
         )
     )
     try:  # the PIL backend is transformers' own default without torchvision; naming it avoids a warning
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor  # not at the top: version fallback
     except ImportError:  # older transformers
         from transformers import CLIPImageProcessor
     feature_extractor = CLIPImageProcessor(
@@ -268,8 +268,6 @@ TINY_IMAGE_PROJ_KWARGS = {"dim_head": 8}
 
 
 def _official_text_encoder(seed: int = 0):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     torch.manual_seed(seed)
     config = CLIPTextConfig(
         vocab_size=514, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -279,8 +277,6 @@ def _official_text_encoder(seed: int = 0):
 
 
 def _official_image_encoder(seed: int = 0):
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
     torch.manual_seed(seed)
     config = CLIPVisionConfig(
         hidden_size=40, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -291,7 +287,6 @@ def _official_image_encoder(seed: int = 0):
 
 def _official_vae(seed: int = 0):
     """AutoencoderKL with the SD downsampling factor 8 (four levels of 8 channels)."""
-    from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
@@ -324,7 +319,6 @@ def write_tiny_official_files(root: str | Path, seed: int = 0, include_pe: bool 
     - ``ip/models/image_encoder/``: a transformers CLIP vision folder;
     - ``sd/``: ``vae/``, ``text_encoder/``, ``tokenizer/``, ``unet/config.json``.
     """
-    from xdyna_core.models import XDynaImageProjection, XDynaUNet, make_controlnet
 
     root = Path(root)
     xdyna_dir, sd_dir, ip_dir = root / "xdyna", root / "sd", root / "ip"
@@ -391,7 +385,6 @@ def tiny_backbones(seed: int = 0) -> dict:
     """{metric: tiny random network} for the learned set/pair metrics of `xdyna_core.eval`:
     the real backbone classes at `TINY_BACKBONE_SIZES`, same preprocessing and feature
     extraction as the full networks."""
-    from xdyna_core.eval.backbones import LPIPS, InceptionI3d, InceptionV3FID, VideoMAEv2
 
     torch.manual_seed(seed)
     return {
@@ -420,7 +413,6 @@ class _TinyFaceNet(torch.nn.Module):
 def tiny_face_onnx(path, dim: int = 16, seed: int = 0):
     """Write a tiny random face-embedding ONNX model (ArcFace I/O layout) to `path`.
     Needs the `onnx` package (a test dependency)."""
-    import warnings
 
     torch.manual_seed(seed)
     net = _TinyFaceNet(dim).eval()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from xdyna_core import bench
+from xdyna_core.errors import InputError
 from xdyna_core.sizes import parse_size
 
 EPILOG = """\
@@ -52,17 +56,6 @@ def _size(text: str | None, tiny: bool):
 
 
 def run(args) -> int:
-    import os
-    import sys
-
-    if "torch" not in sys.modules:
-        # idle OpenMP threads sleep instead of spinning (shared CPUs, see `xdyna animate`)
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
-    from xdyna_core import bench
-    from xdyna_core.errors import InputError
-
     height, width = _size(args.size, args.tiny)
     try:
         frames = [int(v) for v in args.frames.split(",") if v.strip()]

@@ -21,6 +21,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+from xdyna_core.errors import InputError
+from xdyna_core.models import loading
+from xdyna_core.pipeline import XDynaPipeline
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -51,12 +56,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    import torch
-
-    from xdyna_core.errors import InputError
-    from xdyna_core.models import loading
-    from xdyna_core.pipeline import XDynaPipeline
-
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists; choose another -o or pass --overwrite")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from xdyna_core.errors import InputError
+from xdyna_core.eval.info import DEFAULT_METRICS, PAPER_TABLE1, PAPER_TABLE2, arrow
+from xdyna_core.eval.report import format_value, paper_table_rows, render_report
+from xdyna_core.eval.runner import EvalConfig, evaluate
+from xdyna_core.eval.weights import resolve_weights, weights_status
 from xdyna_core.sizes import parse_size
 
 METRIC_WEIGHTS = {
@@ -60,8 +65,6 @@ def _parse_size(text):
 
 
 def _print_weights(weights_dir) -> None:
-    from xdyna_core.eval.weights import weights_status
-
     for row in weights_status(weights_dir):
         state = f"found: {row['path']}" if row["path"] else "MISSING"
         print(f"{row['key']:17s} {row['file']:40s} {state}")
@@ -72,8 +75,6 @@ def _print_weights(weights_dir) -> None:
 
 def text_table(result) -> str:
     """The paper's Table 2 and Table 1 layouts as plain text."""
-    from xdyna_core.eval.info import PAPER_TABLE1, PAPER_TABLE2, arrow
-    from xdyna_core.eval.report import format_value, paper_table_rows
 
     lines = []
     for layout, name in ((PAPER_TABLE2, "Human animation (paper Table 2 layout)"), (PAPER_TABLE1, "Dynamics (paper Table 1 layout)")):
@@ -91,18 +92,13 @@ def text_table(result) -> str:
 
 
 def run(args) -> int:
-    from xdyna_core.errors import InputError
-
     if args.list_weights:
         _print_weights(args.weights_dir)
         if not args.generated:
             return 0
-    from xdyna_core.eval.info import DEFAULT_METRICS
 
     metrics = tuple(m.strip() for m in args.metrics.split(",")) if args.metrics else DEFAULT_METRICS
     if args.download_weights:
-        from xdyna_core.eval.weights import resolve_weights
-
         for m in metrics:
             for key in METRIC_WEIGHTS.get(m, ()):
                 try:
@@ -113,8 +109,6 @@ def run(args) -> int:
             return 0
     if not args.generated or not args.reference:
         raise InputError("give both --generated DIR and --reference DIR (videos are paired by file name)")
-
-    from xdyna_core.eval.runner import EvalConfig, evaluate
 
     config = EvalConfig(
         metrics=metrics,
@@ -137,7 +131,5 @@ def run(args) -> int:
     if args.json:
         print(f"JSON: {result.save_json(args.json)}")
     if args.report:
-        from xdyna_core.eval.report import render_report
-
         print(f"report: {render_report(result, args.report, plots_dir=args.plots)}")
     return 0

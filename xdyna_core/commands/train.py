@@ -12,6 +12,11 @@ validation samples.
 
 import argparse
 
+import yaml
+from xdyna_core.errors import InputError
+from xdyna_core.train.config import load_config
+from xdyna_core.train.trainer import Trainer
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -35,10 +40,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def parse_overrides(items) -> dict:
-    import yaml
-
-    from xdyna_core.errors import InputError
-
     out = {}
     for item in items:
         if "=" not in item:
@@ -49,9 +50,6 @@ def parse_overrides(items) -> dict:
 
 
 def run(args) -> int:
-    from xdyna_core.train.config import load_config
-    from xdyna_core.train.trainer import Trainer
-
     overrides = parse_overrides(args.set)
     for key, value in (("max_steps", args.max_steps), ("max_minutes", args.max_minutes), ("output_dir", args.output),
                        ("pretrained_model", args.pretrained), ("device", args.device)):

@@ -12,6 +12,8 @@ The tiny model's card (held-out synthetic clips, PSNR and pose-following IoU aga
 `xdyna_core.testing.tiny_backbones`.
 """
 
+import importlib
+
 _LAZY = {
     "evaluate": "xdyna_core.eval.runner",
     "evaluate_pairs": "xdyna_core.eval.runner",
@@ -31,7 +33,5 @@ __all__ = list(_LAZY)
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'xdyna_core.eval' has no attribute {name!r}")

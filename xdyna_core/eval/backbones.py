@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from xdyna_core.eval.weights import load_into, resolve_weights
+from xdyna_core.errors import MissingWeightsError
+from xdyna_core.eval.weights import load_into, load_state_dict, resolve_weights
 
 __all__ = [
     "InceptionV3FID",
@@ -635,14 +636,10 @@ def load_videomae_v2(weights_dir=None, path=None, device="cpu", download=False, 
 
 
 def _load(key, weights_dir, path, download):
-    from xdyna_core.eval.weights import load_state_dict
-
     return load_state_dict(resolve_weights(key, weights_dir, path, download))
 
 
 def load_into_dict(model: nn.Module, sd: dict, what: str) -> None:
-    from xdyna_core.errors import MissingWeightsError
-
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     if missing:

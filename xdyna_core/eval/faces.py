@@ -21,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import cv2
 import numpy as np
 
+from xdyna_core.errors import MissingWeightsError
 from xdyna_core.eval.weights import resolve_weights
 
 __all__ = ["Face", "FaceDetector", "OnnxFaceEmbedder", "align_face", "ARCFACE_TEMPLATE", "load_face_embedder"]
@@ -45,7 +47,7 @@ class FaceDetector:
     """MediaPipe face detection; `detect(frame)` returns faces sorted by score."""
 
     def __init__(self, min_confidence: float = 0.5, full_range: bool = True):
-        import mediapipe as mp
+        import mediapipe as mp  # heavy: only the face metrics load MediaPipe
 
         self.min_confidence = min_confidence
         self._det = mp.solutions.face_detection.FaceDetection(model_selection=1 if full_range else 0, min_detection_confidence=min_confidence)
@@ -67,7 +69,6 @@ class FaceDetector:
 
 def align_face(frame: np.ndarray, face: Face, size: int = 112) -> np.ndarray:
     """Crop `face` to the ArcFace template: uint8 [size, size, 3]."""
-    import cv2
 
     src = face.keypoints[:4]  # subject's right eye is on the image's left
     dst = np.concatenate([ARCFACE_TEMPLATE[:3], ARCFACE_TEMPLATE[3:].mean(axis=0, keepdims=True)]) * (size / 112.0)
@@ -84,9 +85,7 @@ class OnnxFaceEmbedder:
     scaled to [-1, 1] -> [N, D]); embeddings are L2-normalised."""
 
     def __init__(self, path, providers: Optional[list] = None):
-        import onnxruntime as ort
-
-        from xdyna_core.errors import MissingWeightsError
+        import onnxruntime as ort  # heavy: only the face-identity metric loads ONNX Runtime
 
         self.path = str(path)
         if providers is None:

@@ -17,6 +17,7 @@ DisCo's foreground evaluation); the black area is identical in both clips.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 __all__ = ["PersonSegmenter", "apply_region", "resize_masks"]
@@ -28,7 +29,7 @@ class PersonSegmenter:
     name = "mediapipe selfie segmentation (general model)"
 
     def __init__(self, threshold: float = 0.5):
-        import mediapipe as mp
+        import mediapipe as mp  # heavy: only the region metrics load MediaPipe
 
         self.threshold = threshold
         self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
@@ -46,7 +47,6 @@ class PersonSegmenter:
 
 def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
     """Masks [T,h,w] or [T,h,w,C] (bool or 0..255) -> bool [T,height,width] (nearest, >= 50%)."""
-    import cv2
 
     m = np.asarray(masks)
     if m.ndim == 4:

@@ -14,6 +14,7 @@ PSNR of identical frames is +inf (DisCo writes 100) and L1 is a plain mean absol
 from __future__ import annotations
 
 import numpy as np
+from skimage.metrics import structural_similarity
 
 __all__ = ["as_clip", "l1", "l1_disco", "mse", "psnr", "psnr_from_mse", "ssim", "to_gray"]
 
@@ -100,7 +101,6 @@ def ssim(generated, reference, win_size: int = 7) -> np.ndarray:
     Same settings as DisCo (scikit-image defaults on uint8 grayscale): 7x7 uniform window,
     K1 = 0.01, K2 = 0.03, data range 255, sample covariance, mean over the valid interior.
     """
-    from skimage.metrics import structural_similarity
 
     g, r = _pair(generated, reference)
     if min(g.shape[1:3]) < win_size:

@@ -28,8 +28,15 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
 import torch
+from diffusers import UNet2DConditionModel
+
+from xdyna_core import synthetic
+from xdyna_core.models import XDynaUNet, make_controlnet
+from xdyna_core.models.unet import parameter_group
+from xdyna_core.presets import call_kwargs, load_preset
 
 from .metrics import psnr
 
@@ -49,8 +56,6 @@ class EvalClip:
 
 def heldout_clips(num_clips: int, num_frames: int = 16, height: int = 256, width: int = 128, first_seed: int = 0,
                   fps: float = 8.0) -> List[EvalClip]:
-    from xdyna_core import synthetic
-
     clips = []
     for s in range(first_seed, first_seed + num_clips):
         clip = synthetic.render_clip(s, num_frames=num_frames, height=height, width=width, fps=fps, split="heldout")
@@ -63,7 +68,6 @@ def heldout_clips(num_clips: int, num_frames: int = 16, height: int = 256, width
 
 def estimate_person_mask(frame: np.ndarray, background: np.ndarray, threshold: int = MASK_THRESHOLD) -> np.ndarray:
     """Pixels of ``frame`` that differ from ``background`` (both uint8 [H, W, 3]): see module doc."""
-    import cv2
 
     a = cv2.blur(frame, (5, 5)).astype(np.int16)
     b = cv2.blur(background, (5, 5)).astype(np.int16)
@@ -91,7 +95,6 @@ def score(frames: np.ndarray, clip: EvalClip) -> Dict[str, float]:
 
 def preset_kwargs(name: str = "tiny-offline") -> dict:
     """The pipeline arguments of a preset (what the app uses), without its size."""
-    from xdyna_core.presets import call_kwargs, load_preset
 
     kw = call_kwargs(load_preset(name))
     kw.pop("height", None)
@@ -115,10 +118,6 @@ def untrained_like(pipe, seed: int = 0):
     freshly initialised (zero output), IP-Adapter K/V = the text K/V, a fresh image projection,
     and both ControlNets re-initialised from the backbone (``ControlNetModel.from_unet``). The
     frozen parts (VAE, backbone, encoders) are shared with ``pipe``."""
-    from diffusers import UNet2DConditionModel
-
-    from xdyna_core.models import XDynaUNet, make_controlnet
-    from xdyna_core.models.unet import parameter_group
 
     torch.manual_seed(seed)
     unet = pipe.unet

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from xdyna_core.eval.info import METRICS, PAPER_TABLE1, PAPER_TABLE2, arrow
@@ -80,7 +82,6 @@ def _img_tag(png: bytes, alt: str, cls: str = "") -> str:
 def _fig_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
 
     plt.close(fig)
     return buf.getvalue()
@@ -88,10 +89,8 @@ def _fig_png(fig) -> bytes:
 
 def per_frame_plot_png(video: dict, title: str = "") -> Optional[bytes]:
     """Per-frame curves of one video (one panel per metric, one line per region)."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     per_frame = video.get("per_frame") or {}
     panels = [m for m in PLOT_METRICS if any(m in per_frame.get(r, {}) for r in per_frame)]
@@ -122,10 +121,8 @@ def per_frame_plot_png(video: dict, title: str = "") -> Optional[bytes]:
 
 def _overview_png(results: Sequence[EvalResult]) -> Optional[bytes]:
     """Per-video means of the frame metrics, one group of bars per video."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     panels = [m for m in ("psnr", "ssim", "lpips", "face-cos") if any(m in v["metrics"].get("full", {}) for r in results for v in r.videos)]
     if not panels:

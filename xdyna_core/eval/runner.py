@@ -27,6 +27,7 @@ Rules (also written into every JSON and HTML report):
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -37,12 +38,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
 
 from xdyna_core.errors import InputError, MissingWeightsError
-from xdyna_core.eval import metrics as M
+from xdyna_core.eval import backbones as B, metrics as M
+from xdyna_core.eval.faces import FaceDetector, face_embeddings, load_face_embedder
 from xdyna_core.eval.frechet import frechet_distance_from_features
 from xdyna_core.eval.info import DEFAULT_METRICS, METRICS, REGIONS
+from xdyna_core.eval.masks import PersonSegmenter, apply_region, resize_masks
+from xdyna_core.io import read_video
 
 __all__ = ["EvalConfig", "EvalResult", "VideoPair", "find_videos", "pair_videos", "load_frames", "align_pair", "build_backbones", "evaluate", "evaluate_pairs", "RULES"]
 
@@ -185,8 +193,6 @@ def load_frames(path, max_frames: Optional[int] = None, what: str = "video") -> 
     path = Path(path)
     try:
         if path.is_dir():
-            from PIL import Image
-
             files = _frame_files(path)[: max_frames or None]
             if not files:
                 raise InputError(f"{path} has no frame images")
@@ -200,7 +206,6 @@ def load_frames(path, max_frames: Optional[int] = None, what: str = "video") -> 
             if len({fr.shape for fr in frames}) > 1:
                 raise InputError(f"the frames in {path} differ in size; all frames of a video must have one size")
             return np.stack(frames), None
-        from xdyna_core.io import read_video
 
         video = read_video(path, max_frames=max_frames, max_side=None, max_duration=None, frame_limit=None)
         return video.frames, float(video.fps)
@@ -209,8 +214,6 @@ def load_frames(path, max_frames: Optional[int] = None, what: str = "video") -> 
 
 
 def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    import cv2
-
     h, w = frames.shape[1:3]
     interp = cv2.INTER_AREA if (height <= h and width <= w) else cv2.INTER_CUBIC
     return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
@@ -258,7 +261,6 @@ def build_backbones(config: EvalConfig, given: Optional[dict] = None) -> tuple:
     (`OnnxFaceEmbedder`), "face-detector" (`FaceDetector`), "segmenter"
     (`PersonSegmenter`). Returns (backbones, unavailable {metric: reason}).
     """
-    from xdyna_core.eval import backbones as B
 
     given = dict(given or {})
     device = config.device or ("cuda" if _cuda() else "cpu")
@@ -287,14 +289,10 @@ def build_backbones(config: EvalConfig, given: Optional[dict] = None) -> tuple:
         if metric in loaders:
             attempt(metric, metric, loaders[metric])
     if "face-cos" in config.metrics or "face-det" in config.metrics:
-        from xdyna_core.eval.faces import FaceDetector
-
         attempt("face-det", "face-detector", FaceDetector)
         if "face-detector" not in nets:
             unavailable.setdefault("face-cos", unavailable.get("face-det", "no face detector"))
     if "face-cos" in config.metrics and "face-detector" in nets:
-        from xdyna_core.eval.faces import load_face_embedder
-
         attempt("face-cos", "face-embedder", lambda: load_face_embedder(config.weights_dir, download=config.download))
     if "segmenter" in given:
         nets["segmenter"] = given["segmenter"]
@@ -303,8 +301,6 @@ def build_backbones(config: EvalConfig, given: Optional[dict] = None) -> tuple:
 
 def _cuda() -> bool:
     try:
-        import torch
-
         return torch.cuda.is_available()
     except Exception:  # pragma: no cover
         return False
@@ -455,8 +451,6 @@ def evaluate_pairs(pairs: list, config: Optional[EvalConfig] = None, backbones: 
     need_masks = any(r != "full" for r in regions)
     segmenter = nets.get("segmenter")
     if need_masks and segmenter is None and any(p.mask is None for p in pairs):
-        from xdyna_core.eval.masks import PersonSegmenter
-
         segmenter = PersonSegmenter()
 
     frame_values = {r: {m: [] for m in wanted if METRICS[m].kind == "frame"} for r in regions}
@@ -502,8 +496,6 @@ def evaluate_pairs(pairs: list, config: Optional[EvalConfig] = None, backbones: 
             if region == "full":
                 g, r = gen, ref
             else:
-                from xdyna_core.eval.masks import apply_region
-
                 g, r = apply_region(gen, masks, region), apply_region(ref, masks, region)
             per_frame = _frame_metrics(g, r, wanted, nets)
             for m, vals in per_frame.items():
@@ -528,8 +520,6 @@ def evaluate_pairs(pairs: list, config: Optional[EvalConfig] = None, backbones: 
                     elif region == "full":
                         notes.append(f"shorter than one {length}-frame clip: not used by {METRICS[m].label}")
         if "face-det" in wanted or "face-cos" in wanted:
-            from xdyna_core.eval.faces import face_embeddings
-
             embedder = nets.get("face-embedder") if "face-cos" in wanted else None
             found_g, emb_g = face_embeddings(gen, nets["face-detector"], embedder)
             found_r, emb_r = face_embeddings(ref, nets["face-detector"], embedder)
@@ -597,9 +587,6 @@ def evaluate_pairs(pairs: list, config: Optional[EvalConfig] = None, backbones: 
 def preview_jpeg(gen: np.ndarray, ref: np.ndarray, num: int = 4, height: int = 112) -> str:
     """Base64 JPEG: generated frames (top), reference (middle) and their absolute
     difference as a heat map (bottom), at `num` evenly spaced times."""
-    import base64
-
-    import cv2
 
     idx = np.linspace(0, len(gen) - 1, min(num, len(gen))).round().astype(int)
     h, w = gen.shape[1:3]
@@ -627,8 +614,6 @@ def _stack(chunks: list) -> np.ndarray:
 
 
 def _masks_for(pair: VideoPair, ref: np.ndarray, segmenter) -> np.ndarray:
-    from xdyna_core.eval.masks import resize_masks
-
     t, h, w = ref.shape[:3]
     if pair.mask is None:
         return segmenter(ref)
@@ -657,8 +642,6 @@ def _progress_bar(pairs, progress):
     if progress is not True:
         return None
     try:
-        from tqdm.auto import tqdm
-
         return tqdm(total=len(pairs), desc="xdyna eval", unit="video", file=sys.stderr, dynamic_ncols=True)
     except Exception:  # pragma: no cover
         return None

@@ -13,6 +13,7 @@ file with the same stem is accepted in place of any `.pth`/`.pt`/`.tar` file.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 import urllib.request
@@ -20,6 +21,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+import torch
+from huggingface_hub import hf_hub_download
+from safetensors.torch import load_file
 
 from xdyna_core.errors import MissingWeightsError
 
@@ -41,7 +46,6 @@ class WeightSpec:
 
 def _torchmetrics_lpips_head() -> tuple:
     """torchmetrics bundles the LPIPS v0.1 heads; find them without importing it (slow)."""
-    import importlib.util
 
     spec = importlib.util.find_spec("torchmetrics")
     if spec is None or not spec.submodule_search_locations:
@@ -133,8 +137,6 @@ def _from_hf_cache(spec: WeightSpec) -> Optional[Path]:
     if spec.hf is None:
         return None
     try:
-        from huggingface_hub import hf_hub_download
-
         return Path(hf_hub_download(spec.hf[0], spec.hf[1], local_files_only=True))
     except Exception:
         return None
@@ -155,8 +157,6 @@ def _download(spec: WeightSpec, weights_dir: Path) -> Path:
     weights_dir.mkdir(parents=True, exist_ok=True)
     target = weights_dir / spec.filename
     if spec.hf is not None:
-        from huggingface_hub import hf_hub_download
-
         return Path(hf_hub_download(spec.hf[0], spec.hf[1]))
     if spec.url is None:
         raise MissingWeightsError(f"{spec.filename} cannot be downloaded automatically; get it from {spec.source} and put it in {weights_dir}")
@@ -204,12 +204,9 @@ def resolve_weights(key: str, weights_dir=None, path=None, download: bool = Fals
 def load_state_dict(path) -> dict:
     """Tensors of a checkpoint: safetensors, or torch.load(weights_only=True). Unwraps the
     usual containers ('state_dict', 'model', 'module') and a 'module.' prefix (DataParallel)."""
-    import torch
 
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         sd = load_file(str(path))
     else:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 
+import torch
 from diffusers import ControlNetModel
 from torch import nn
 
@@ -88,7 +89,6 @@ def controlnet_shallow_residuals(
     (plain ControlNets: no class/addition embeddings, no guess mode), so the residuals equal
     the first ones of a full call. Returns a list of tensors.
     """
-    import torch
 
     cfg = controlnet.config
     if controlnet.class_embedding is not None or cfg.addition_embed_type is not None or cfg.global_pool_conditions:

@@ -26,9 +26,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub.constants as hf_constants
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler
+from huggingface_hub import hf_hub_download, snapshot_download
+from safetensors.torch import load_file
+from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
 from ..errors import InputError, MissingWeightsError
+from .controlnet import make_controlnet
+from .image_proj import XDynaImageProjection
+from .motion_module import PositionalEncoding, sinusoidal_positions
+from .unet import XDynaUNet
 
 DEFAULT_XDYNA_REPO = "Boese0601/X-Dyna"
 DEFAULT_SD_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -84,8 +93,6 @@ def read_state_dict_file(path: str | Path) -> dict:
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a checkpoint file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - every reader error becomes one clear line
@@ -183,8 +190,6 @@ def load_strict(
 
 
 def _materialize_fixed_buffers(model: torch.nn.Module, torch_dtype: torch.dtype | None) -> None:
-    from .motion_module import PositionalEncoding, sinusoidal_positions
-
     for module in model.modules():
         if isinstance(module, PositionalEncoding) and module.pe.is_meta:
             _, max_len, dim = module.pe.shape
@@ -196,7 +201,6 @@ def _materialize_fixed_buffers(model: torch.nn.Module, torch_dtype: torch.dtype 
 
 def load_unet(path: str | Path, config: Mapping, torch_dtype: torch.dtype | None = torch.float32, **unet_kwargs):
     """``unet-checkpoint-epoch-5.ckpt`` into an :class:`XDynaUNet` built from the SD UNet ``config``."""
-    from .unet import XDynaUNet
 
     config = {k: v for k, v in dict(config).items() if not k.startswith("_")}
     return load_strict(
@@ -213,7 +217,6 @@ def load_controlnet(path: str | Path, config: Mapping, conditioning_channels: in
                     torch_dtype: torch.dtype | None = torch.float32, **controlnet_kwargs):
     """A pose (3 channels) or S-Face (6 channels) ControlNet ``.ckpt``; ``config`` = SD UNet config
     (the official ControlNets are the standard SD1.5 ControlNet architecture)."""
-    from .controlnet import make_controlnet
 
     what = f"{'S-Face' if conditioning_channels == 6 else 'pose'} ControlNet ({conditioning_channels} channels)"
     return load_strict(
@@ -232,7 +235,6 @@ def load_image_proj(path: str | Path, torch_dtype: torch.dtype | None = torch.fl
     ratio); the head split is not visible in shapes and defaults to the official 64-wide heads
     (override with ``dim_head``/``heads``).
     """
-    from .image_proj import XDynaImageProjection
 
     state = read_ip_adapter_image_proj(path)
     try:
@@ -262,7 +264,6 @@ def load_image_proj(path: str | Path, torch_dtype: torch.dtype | None = torch.fl
 
 def load_image_encoder(folder: str | Path, torch_dtype: torch.dtype | None = torch.float32):
     """CLIP image encoder folder (``CLIPVisionModelWithProjection``)."""
-    from transformers import CLIPVisionModelWithProjection
 
     folder = Path(folder)
     _require_files(folder, "CLIP image encoder", [("config.json",), _IMAGE_ENCODER_WEIGHTS])
@@ -274,8 +275,6 @@ def load_image_encoder(folder: str | Path, torch_dtype: torch.dtype | None = tor
 
 def load_sd_components(folder: str | Path, torch_dtype: torch.dtype | None = torch.float32) -> dict:
     """``vae``, ``text_encoder``, ``tokenizer`` and ``unet_config`` of an SD1.5 diffusers folder."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
     check_sd_folder(folder)
@@ -319,7 +318,7 @@ def default_feature_extractor():
     """The official image preprocessing: a default ``CLIPImageProcessor`` (shortest side 224,
     bicubic, centre crop 224, CLIP mean/std) with PIL resizing, as transformers 4.25 did."""
     try:  # transformers >= 5 names the PIL backend explicitly (the default one needs torchvision)
-        from transformers import CLIPImageProcessorPil as processor_class
+        from transformers import CLIPImageProcessorPil as processor_class  # not at the top: version fallback
     except ImportError:  # pragma: no cover - older transformers: the default class uses PIL
         from transformers import CLIPImageProcessor as processor_class
     return processor_class()
@@ -328,7 +327,6 @@ def default_feature_extractor():
 def official_scheduler():
     """``DDIMScheduler`` with the official settings (linear betas 0.00085..0.012, leading spacing,
     ``steps_offset`` 1, no clipping, ``set_alpha_to_one``)."""
-    from diffusers import DDIMScheduler
 
     return DDIMScheduler(**OFFICIAL_SCHEDULER_CONFIG)
 
@@ -351,7 +349,6 @@ class OfficialPaths:
 def _offline(local_files_only: bool | None) -> bool:
     if local_files_only is not None:
         return local_files_only
-    import huggingface_hub.constants as hf_constants
 
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
     return env or bool(getattr(hf_constants, "HF_HUB_OFFLINE", False))
@@ -395,7 +392,6 @@ def resolve_file(source: str | Path, filename: str, *, cache_dir=None, local_fil
         if found:
             return found[0]
         raise MissingWeightsError(f"{folder}: {filename} not found in this folder")
-    from huggingface_hub import hf_hub_download
 
     offline = _offline(local_files_only)
     try:
@@ -422,7 +418,6 @@ def resolve_folder(source: str | Path, subfolder: str, patterns: list[str], mark
         if found:
             return found[0]
         raise MissingWeightsError(f"{folder}: no {subfolder.strip('/') or 'folder'} with {marker} found here")
-    from huggingface_hub import snapshot_download
 
     offline = _offline(local_files_only)
     try:

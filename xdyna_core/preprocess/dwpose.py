@@ -27,6 +27,7 @@ import os
 
 import cv2
 import numpy as np
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
 from ..errors import MissingWeightsError
 from .pose import BODY, MIN_CONFIDENCE, Keypoints, check_image
@@ -68,16 +69,12 @@ def find_dwpose_weights(det_model: str | None = None, pose_model: str | None = N
             continue
         path = None
         try:
-            from huggingface_hub import try_to_load_from_cache
-
             hit = try_to_load_from_cache(repo_id, fname)
             path = hit if isinstance(hit, str) and os.path.isfile(hit) else None
         except Exception:  # noqa: BLE001 - a broken cache is the same as no cache here
             path = None
         if path is None and download:
             try:
-                from huggingface_hub import hf_hub_download
-
                 path = hf_hub_download(repo_id, fname)
             except Exception as e:  # noqa: BLE001
                 missing.append(f"{repo_id}/{fname} (download failed: {e})")
@@ -212,7 +209,7 @@ class DWPoseEstimator:
 
     def __init__(self, det_model: str | None = None, pose_model: str | None = None, providers=None,
                  download: bool = False):
-        import onnxruntime as ort
+        import onnxruntime as ort  # heavy: loaded only when DWPose runs
 
         det_path, pose_path = find_dwpose_weights(det_model, pose_model, download=download)
         if providers is None:

@@ -32,8 +32,10 @@ import os
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..errors import InputError, MissingWeightsError
+from .mediapipe_estimator import MediaPipeFace
 from .pose import MIN_CONFIDENCE
 
 BOX_FACTORS = (1.35, 1.25, 1.35, 1.45)  # left, top, right, bottom, × max(landmark width, height)
@@ -114,8 +116,6 @@ class MediaPipeFaceLandmarker:
     iBUG-68 (see mediapipe_estimator.MESH_TO_68). The biggest face is used."""
 
     def __init__(self, static_image_mode: bool = True, min_detection_confidence: float = 0.5):
-        from .mediapipe_estimator import MediaPipeFace
-
         self._mesh = MediaPipeFace(static_image_mode=static_image_mode,
                                    min_detection_confidence=min_detection_confidence)
 
@@ -133,11 +133,10 @@ class FaceAlignmentLandmarker:
 
     def __init__(self, device: str = "cpu"):
         try:
-            import face_alignment  # noqa: F401
+            import face_alignment  # noqa: F401 - optional: only installed with the face extra
         except ImportError as e:
             raise MissingWeightsError("The optional package 'face-alignment' is not installed "
                                       "(pip install face-alignment); using the embedded landmarker instead.") from e
-        import torch
 
         ckpt_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
         have = os.path.isdir(ckpt_dir) and any(n.startswith("2DFAN4") for n in os.listdir(ckpt_dir)) \
@@ -161,7 +160,7 @@ class InsightFaceLandmarker:
 
     def __init__(self, root: str | None = None, name: str = "buffalo_l"):
         try:
-            from insightface.app import FaceAnalysis
+            from insightface.app import FaceAnalysis  # optional: only installed with the face extra
         except ImportError as e:
             raise MissingWeightsError("The optional package 'insightface' is not installed; "
                                       "using the embedded landmarker instead.") from e

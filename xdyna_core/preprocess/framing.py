@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from ..errors import InputError
@@ -92,7 +93,6 @@ class Framing:
         continuation of a photo's background), "border" (their median colour) or an RGB tuple.
         Downscaling uses an area filter (no aliasing).
         """
-        import cv2
 
         img = np.asarray(image)
         if img.shape[:2] != (self.src_height, self.src_width):
@@ -131,7 +131,6 @@ class Framing:
     def _extend(self, img: np.ndarray) -> np.ndarray:
         """Padding as blurred stretched edges: warp with replicated borders, then blend a strongly
         blurred copy in where the canvas lies outside the image (feathered over a few pixels)."""
-        import cv2
 
         inside = self.apply_to_image(np.full(img.shape[:2], 255, np.uint8), fill="black").astype(np.float32) / 255.0
         sharp = self._warp_replicate(img)
@@ -146,8 +145,6 @@ class Framing:
         return (sharp.astype(np.float32) * w + blurred.astype(np.float32) * (1.0 - w) + 0.5).astype(np.uint8)
 
     def _warp_replicate(self, img: np.ndarray) -> np.ndarray:
-        import cv2
-
         s = self.scale
         src, sx, sy = img, s, s
         if s < 0.75:
@@ -171,8 +168,6 @@ class Framing:
 
 
 def _warp(src, m, dsize, interp, value):
-    import cv2
-
     channels = 1 if src.ndim == 2 else src.shape[2]
     if channels <= 4:
         return cv2.warpAffine(src, m, dsize, flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=tuple(value) + (0,) * (4 - len(value)))

@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 
 import cv2
 import numpy as np
+import skimage.data
 
 from .pose import BODY, Keypoints, check_image
 
@@ -81,7 +83,7 @@ def _quiet_mediapipe():
     # glog / TFLite chatter on stderr at graph creation is noise for users.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import mediapipe as mp
+    import mediapipe as mp  # heavy: loaded only when the embedded estimator runs
 
     return mp
 
@@ -199,9 +201,6 @@ def benchmark(frames: int = 60, width: int = 512, height: int = 896) -> dict:
     """Frames per second of the embedded estimator in video mode on a clip made by moving the
     scikit-image astronaut photo (pan/zoom/rotation) on a width×height canvas; graph creation and
     the first (detection) frame are excluded. ``python -m xdyna_core.preprocess.mediapipe_estimator``."""
-    import time
-
-    import skimage.data
 
     photo = skimage.data.astronaut()
     s = width / photo.shape[1]

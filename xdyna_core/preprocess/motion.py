@@ -26,9 +26,11 @@ official patch construction (face.py) runs on the warped frame and the moved lan
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 import time
 import zipfile
 import zlib
@@ -36,10 +38,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+import cv2
 import numpy as np
+from PIL import Image
 
 from ..errors import Cancelled, InputError
+from ..io import Video, load_image, read_video, replace_atomically, side_by_side
+from .draw import draw_pose, overlay
+from .dwpose import find_dwpose_weights
+from .face import face_box, face_patches
 from .framing import DEFAULT_SIZE, Framing, check_size, fit_framing, union_box
+from .pose import MIN_CONFIDENCE, Keypoints, get_estimator, smooth_keypoints, track_main_person
+from .retarget import retarget_sequence
 
 FORMAT_VERSION = 1  # of the .npz layout
 CACHE_VERSION = "motion-1"  # bump when extraction results change, to invalidate old cache entries
@@ -132,7 +142,6 @@ class Motion:
 
     def keypoints_at(self, t: int, retargeted: bool = True):
         """The frame's `pose.Keypoints` (None without a person)."""
-        from .pose import Keypoints
 
         if not self.person_found[t]:
             return None
@@ -161,9 +170,6 @@ class Motion:
     def save(self, path, frames: bool = True) -> Path:
         """Write a compressed `.npz` (arrays + one JSON metadata string; no pickles), atomically.
         frames=False leaves out the (large) framed driving frames."""
-        import tempfile
-
-        from ..io import replace_atomically
 
         self.validate()
         path = Path(os.fspath(path))
@@ -252,8 +258,6 @@ def _hash_input(h, obj) -> None:
                 h.update(chunk)
     else:
         try:
-            from PIL import Image
-
             if isinstance(obj, Image.Image):
                 obj = np.asarray(obj)
         except ImportError:  # pragma: no cover
@@ -271,8 +275,6 @@ def resolve_estimator_name(name) -> str:
     if name != "auto":
         return name
     try:
-        from .dwpose import find_dwpose_weights
-
         find_dwpose_weights(None, None, download=False)
         return "dwpose"
     except Exception:  # noqa: BLE001 - no weights (or no module): the embedded estimator
@@ -280,8 +282,6 @@ def resolve_estimator_name(name) -> str:
 
 
 def _make_estimator(name: str, video: bool, analysis_side: int):
-    from .pose import get_estimator
-
     if name == "mediapipe":
         return get_estimator("mediapipe", static_image_mode=not video, max_side=analysis_side)
     return get_estimator(name)
@@ -339,9 +339,6 @@ def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray
     retargeted head. Only the official face box is warped from the source frame (framing and head
     move composed into one map): the local eye/mouth rectangles always lie inside that box, so the
     result equals patching a fully warped frame, at a fraction of the cost."""
-    import cv2
-
-    from .face import face_box, face_patches
 
     face = drv[60:128].copy()  # driving face landmarks on the canvas
     if (face[:, 2] >= min_conf).sum() < 60:
@@ -404,7 +401,6 @@ def extract_motion(
         InputError: unreadable/empty/too long clip, unreadable/tiny photo, no person in the photo,
             no person in any frame of the clip, bad settings.
     """
-    from ..io import Video, load_image, read_video
 
     H, W = check_size(size)
     retarget = (retarget or "none").lower()
@@ -458,7 +454,6 @@ def extract_motion(
     if reference_image is not None:
         photo = load_image(reference_image, max_side=2048)
     # ---- the photo's person (first: a bad photo fails before the clip is decoded) --------------
-    from .pose import MIN_CONFIDENCE, smooth_keypoints, track_main_person
 
     ref_kp = None
     if photo is not None:
@@ -481,8 +476,6 @@ def extract_motion(
     if isinstance(driving_video, Video):
         video = driving_video
         if max_frames is not None and len(video) > max_frames:
-            import dataclasses
-
             video = dataclasses.replace(video, frames=video.frames[:max_frames], timestamps=video.timestamps[:max_frames],
                                         truncated=True)
     else:
@@ -537,13 +530,11 @@ def extract_motion(
         framings["reference"] = ph_framing.to_dict()
 
     # ---- retargeting ------------------------------------------------------------------------
-    from .retarget import retarget_sequence
 
     rt_kp, rt_info = retarget_sequence(drv_kp, ref_kp_c, mode=retarget)
     settings["retarget_info"] = _jsonable(rt_info.__dict__)
 
     # ---- skeletons and face patches ---------------------------------------------------------
-    from .draw import draw_pose
 
     pose_images = np.zeros((n, H, W, 3), np.uint8)
     face_images = np.zeros((n, H, W, 6), np.uint8)
@@ -617,7 +608,6 @@ def _interpolate_track(analysed: list, track: list, n: int) -> list:
     stays missing (confidence: the smaller of the two)."""
     if len(analysed) == n:
         return list(track)
-    from .pose import Keypoints
 
     out = [None] * n
     for (i0, k0), (i1, k1) in zip(zip(analysed, track), zip(analysed[1:], track[1:])):
@@ -684,7 +674,6 @@ def preview_side_by_side(driving_frames=None, motion: Optional[Motion] = None, l
 
     driving_frames: the clip's frames (any size; resized to the canvas height), default the
     framed frames stored in the motion (extract with keep_frames=True)."""
-    from ..io import side_by_side
 
     if motion is None:
         raise InputError("preview_side_by_side needs a Motion")
@@ -701,7 +690,6 @@ def preview_side_by_side(driving_frames=None, motion: Optional[Motion] = None, l
 def retarget_overlay(photo=None, motion: Optional[Motion] = None, alpha: float = 0.75) -> np.ndarray:
     """The first retargeted skeleton drawn over the framed photo (uint8 [H,W,3]): shows at a glance
     whether size and position fit the person. `photo` defaults to `motion.reference_image`."""
-    from .draw import overlay
 
     if motion is None:
         raise InputError("retarget_overlay needs a Motion")
@@ -709,8 +697,6 @@ def retarget_overlay(photo=None, motion: Optional[Motion] = None, alpha: float =
     if base is None:
         raise InputError("this motion was extracted without a photo; pass the photo")
     if base.shape[:2] != motion.size:
-        import cv2
-
         base = cv2.resize(base, (motion.width, motion.height), interpolation=cv2.INTER_AREA)
     found = np.flatnonzero(motion.person_found)
     if len(found) == 0:

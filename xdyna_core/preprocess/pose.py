@@ -147,7 +147,7 @@ def get_estimator(name: str = "auto", **kw) -> PoseEstimator:
     """
     name = (name or "auto").lower()
     if name == "auto":
-        from .dwpose import find_dwpose_weights
+        from .dwpose import find_dwpose_weights  # not at the top: dwpose imports pose (cycle)
 
         dw_kw = {k: v for k, v in kw.items() if k in ("det_model", "pose_model", "providers")}
         try:
@@ -158,11 +158,11 @@ def get_estimator(name: str = "auto", **kw) -> PoseEstimator:
             name = "dwpose"
         kw = dw_kw if name == "dwpose" else {k: v for k, v in kw.items() if k not in dw_kw}
     if name == "mediapipe":
-        from .mediapipe_estimator import MediaPipeEstimator
+        from .mediapipe_estimator import MediaPipeEstimator  # not at the top: mediapipe_estimator imports pose (cycle)
 
         return MediaPipeEstimator(**kw)
     if name == "dwpose":
-        from .dwpose import DWPoseEstimator
+        from .dwpose import DWPoseEstimator  # not at the top: dwpose imports pose (cycle)
 
         return DWPoseEstimator(**kw)
     raise InputError(f"Unknown pose estimator {name!r}; use 'auto', 'mediapipe' or 'dwpose'.")

@@ -36,6 +36,9 @@ import numpy as np
 
 from ..errors import InputError
 from . import raster as rz
+from ..preprocess.draw import draw_pose
+from ..preprocess.face import face_patches
+from ..preprocess.pose import Keypoints
 from .body import Character, Projection, draw_person, keypoint_arrays, person_states
 from .motion import Choreography
 from .photo import STYLES, PhotoLook
@@ -122,9 +125,6 @@ def render_frames(times, height: int, width: int, scene: Scene, character: Optio
     ``character`` and ``motion`` are given. ``with_controls=False`` skips pose images and face
     patches (left black) when only pixels, masks and keypoints are needed. ``look``: render in
     the photographic style with this ``PhotoLook`` (its framing replaces the scene's)."""
-    from ..preprocess.draw import draw_pose
-    from ..preprocess.face import face_patches
-    from ..preprocess.pose import Keypoints
 
     H, W = int(height), int(width)
     if H < 16 or W < 16:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import time
+
 import numpy as np
 
 from . import SPLITS, STYLES, render_clip
+from ..io import frame_strip, save_image
 
 
 def main(argv=None):
     """``python -m xdyna_core.synthetic``: look at the data (a frame strip PNG of a clip with
     its skeleton, face patches and mask) or measure the generator's speed (``--bench``)."""
-    import argparse
-    import time
 
     ap = argparse.ArgumentParser(description="Synthetic dancers: preview a clip or benchmark the generator.")
     ap.add_argument("--seed", type=int, default=0)
@@ -37,7 +39,6 @@ def main(argv=None):
         print(f"{args.frames} frames {args.height}x{args.width}: {cpu:.3f} s CPU / clip ({1 / cpu:.2f} clips/s), "
               f"{wall:.3f} s wall / clip")
         return
-    from ..io import frame_strip, save_image
 
     c = render_clip(args.seed, **kw)
     masks = np.repeat(c.masks[..., None], 3, -1).astype(np.uint8) * 255

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.signal import bilinear, lfilter, lfilter_zi
 
 TAU = 2 * np.pi
 DEG = np.pi / 180
@@ -412,7 +413,6 @@ def spring_filter(rest: np.ndarray, freq: float, damping: float) -> np.ndarray:
     """Damped spring x'' = ω²(r − x) − 2ζω x' following a rest trajectory r(t) sampled at
     ``SIM_RATE`` along axis 0 (a linear 2nd-order low-pass, discretised with the bilinear
     transform); starts at rest. This is the "hair/cloth follows the body's velocity" lag."""
-    from scipy.signal import bilinear, lfilter, lfilter_zi
 
     w = TAU * freq
     b, a = bilinear([w * w], [1.0, 2 * damping * w, w * w], fs=SIM_RATE)

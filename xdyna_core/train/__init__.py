@@ -9,6 +9,8 @@ Public API (imported lazily, so `import xdyna_core.train.config` stays light):
     HumanVideoDataset, SceneVideoDataset, SyntheticHumanDataset, SyntheticSceneDataset
 """
 
+import importlib
+
 _LAZY = {
     "load_config": ("xdyna_core.train.config", "load_config"),
     "TrainConfig": ("xdyna_core.train.config", "TrainConfig"),
@@ -25,8 +27,6 @@ __all__ = list(_LAZY)
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'xdyna_core.train' has no attribute {name!r}")

@@ -11,7 +11,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import yaml
+
 from xdyna_core.errors import InputError
+from xdyna_core.synthetic.photo import STYLES
 
 STAGES = ("0", "1", "2")
 
@@ -170,8 +173,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise InputError(f"lr_scheduler must be constant or cosine, got {cfg.lr_scheduler!r}")
     if cfg.max_steps < 1:
         raise InputError("max_steps must be at least 1")
-    from xdyna_core.synthetic.photo import STYLES
-
     for name, src in (("human", d.human), ("scene", d.scene)):
         if src is not None and src.style not in STYLES:
             raise InputError(f"data.{name}.style must be one of {', '.join(STYLES)}, got {src.style!r}")
@@ -180,7 +181,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 def load_config(path: str, overrides: Optional[dict] = None) -> TrainConfig:
     """Read a YAML (or JSON) stage config. ``overrides`` maps dotted keys to values."""
-    import yaml
 
     if not os.path.isfile(path):
         raise InputError(f"config file not found: {path}")

@@ -23,15 +23,22 @@ the same numbers.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+from tqdm.auto import tqdm
 
+from xdyna_core import synthetic
 from xdyna_core.errors import InputError
+from xdyna_core.io import read_video
+from xdyna_core.preprocess.framing import centre_crop_framing
+from xdyna_core.preprocess.motion import extract_motion
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v")
 
@@ -266,8 +273,6 @@ class SyntheticHumanDataset(KeyedDataset):
         return int(item_rng(self.seed, epoch if self.fresh_each_epoch else 0, clip, 0xC11).integers(0, 2**31))
 
     def _clip(self, index: int, epoch: int):
-        from xdyna_core import synthetic
-
         s = self.clip_seed(index, epoch)
         return self._cache.get((s, self.person), lambda: synthetic.render_clip(
             s, num_frames=self.clip_frames, height=self.height, width=self.width, fps=self.fps,
@@ -283,8 +288,6 @@ class SyntheticHumanDataset(KeyedDataset):
         return _to_item(clip.frames[window], clip.frames[ref], clip.pose_images[window], face, self.person)
 
     def _swapped_faces(self, clip, window, rng) -> np.ndarray:
-        from xdyna_core import synthetic
-
         other = synthetic.swap_identity(clip.character, int(rng.integers(0, 2**31)))
         sub = synthetic.render_frames(clip.times[window], self.height, self.width, clip.scene, other, clip.motion,
                                       fps=clip.fps, look=clip.look)
@@ -322,8 +325,6 @@ class SyntheticImageDataset(KeyedDataset):
         return self.num_images
 
     def _group(self, group: int, epoch: int) -> np.ndarray:
-        from xdyna_core import synthetic
-
         rng = item_rng(self.seed, epoch, group, 0x1A6)
         s = int(rng.integers(0, 2**31))
         person = bool(rng.random() >= self.scene_ratio)
@@ -358,8 +359,6 @@ def render_image_pool(dataset: SyntheticImageDataset, workers: int = 1) -> np.nd
     groups = list(range((len(dataset) + dataset.frames_per_clip - 1) // dataset.frames_per_clip))
     out = np.empty((len(dataset), dataset.height, dataset.width, 3), np.uint8)
     if workers > 1:
-        import multiprocessing as mp
-
         with mp.get_context("fork").Pool(workers) as pool:
             results = pool.imap(_render_group, [(dataset, g) for g in groups], chunksize=4)
             for g, frames in zip(groups, results):
@@ -435,7 +434,6 @@ def _save_arrays_atomic(folder: Path, arrays: dict) -> None:
     try:
         os.replace(tmp, folder)
     except OSError:  # another process finished first
-        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -455,8 +453,6 @@ class _FolderDataset(KeyedDataset):
         self.clips = []
         iterator = files
         if progress:
-            from tqdm.auto import tqdm
-
             iterator = tqdm(files, desc=f"preparing {self.folder.name}", unit="clip")
         for path in iterator:
             target = self.cache_dir / _file_key(path, settings)
@@ -505,8 +501,6 @@ class HumanVideoDataset(_FolderDataset):
         super().__init__(folder, *args, **kwargs)
 
     def _prepare(self, path: Path) -> dict:
-        from xdyna_core.preprocess.motion import extract_motion
-
         m = extract_motion(str(path), None, size=(self.height, self.width), fps=self.fps, max_frames=self.max_frames,
                            retarget="none", estimator=self.estimator, keep_frames=True, cache_dir=False)
         return dict(frames=m.driving_frames, pose=m.pose_images, face=m.face_images)
@@ -520,9 +514,6 @@ class SceneVideoDataset(_FolderDataset):
     person = False
 
     def _prepare(self, path: Path) -> dict:
-        from xdyna_core.io import read_video
-        from xdyna_core.preprocess.framing import centre_crop_framing
-
         video = read_video(str(path), fps=self.fps, max_frames=self.max_frames)
         framing = centre_crop_framing(video.height, video.width, (self.height, self.width))
         frames = np.stack([framing.apply_to_image(f) for f in video.frames])

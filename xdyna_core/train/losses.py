@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 
 from xdyna_core.pipeline import control_range, normalize_control
 
@@ -24,7 +25,6 @@ def _dtype(module) -> torch.dtype:
 
 def ddpm_scheduler_from(scheduler_config: dict):
     """A ``DDPMScheduler`` (training form) with the betas of the pipeline's scheduler."""
-    from diffusers import DDPMScheduler
 
     keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
             "steps_offset", "clip_sample", "timestep_spacing")

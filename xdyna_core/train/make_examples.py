@@ -22,6 +22,8 @@ from xdyna_core.synthetic.body import Character, person_states
 from xdyna_core.synthetic.motion import Choreography
 from xdyna_core.synthetic.scene import Scene
 
+from ..io import frame_strip, save_image, write_video
+
 HEIGHT, WIDTH = 896, 512
 FPS, SECONDS = 12, 3.0
 
@@ -54,8 +56,6 @@ def photo(seed: int):
 
 
 def main(argv=None):
-    from ..io import frame_strip, save_image, write_video
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="assets/examples")
     ap.add_argument("--preview", action="store_true", help="also write a frame strip PNG per clip")

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -25,6 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from .config import config_from_dict, load_config
+from .trainer import Trainer
+from xdyna_core.eval.model_card import evaluate_model_card, generate, heldout_clips, preset_kwargs, score
+from xdyna_core.io import frame_strip, save_image, side_by_side, write_video
+from xdyna_core.models import XDynaUNet
+from xdyna_core.pipeline import XDynaPipeline
 
 # Share of the total budget per part: stage-0 VAE, stage-0 backbone (incl. rendering the image
 # pool), stage 1, stage 2.
@@ -54,8 +63,6 @@ def preflight(out: Path, device: str | None, mixed_precision: str, workers: int)
     """Run every stage for a step or two at toy sizes on this machine (data workers, image
     pool, mixed precision, validation, saving and reloading), so a broken environment fails in
     seconds instead of after a long run. Returns the seconds it took."""
-    from .config import config_from_dict
-    from .trainer import Trainer
 
     t0 = time.time()
     base = {"seed": 0, "max_steps": 2, "learning_rate": 1e-4, "checkpointing_steps": 0, "train_batch_size": 2,
@@ -140,8 +147,6 @@ def _command() -> str:
 def _run_stage(configs: str, stage: str, overrides: dict) -> dict:
     """Train one stage (resuming its latest checkpoint; skipped when already finished) and
     return its summary."""
-    from .config import load_config
-    from .trainer import Trainer
 
     cfg = load_config(os.path.join(configs, f"tiny_stage{stage}.yaml"), overrides)
     resume = "latest" if any((Path(cfg.output_dir) / "checkpoints").glob("checkpoint-*")) else None
@@ -159,7 +164,6 @@ def _finished(stage_dir: Path) -> bool:
 
 def _publish(out: Path, model: Path, recipe: dict) -> Path:
     """Copy the final stage's model to ``<out>/tiny-xdyna`` and write ``<out>/recipe.json``."""
-    import torch
 
     final = out / "tiny-xdyna"
     if final.exists():
@@ -215,13 +219,6 @@ def _folder_mb(path: Path) -> float:
 
 
 def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 16) -> Path:
-    import torch
-
-    from xdyna_core.io import frame_strip, save_image, side_by_side, write_video
-    from xdyna_core.pipeline import XDynaPipeline
-
-    from xdyna_core.eval.model_card import evaluate_model_card, generate, heldout_clips, preset_kwargs, score
-
     out, assets = Path(out), Path(assets)
     with open(out / "recipe.json") as fh:
         recipe = json.load(fh)
@@ -280,9 +277,6 @@ def finish(out: str, assets: str = "assets/tiny-xdyna", num_clips: int = 16) -> 
 
 def _clean_unet_config_file(path: Path) -> None:
     """Keep only the keys XDynaUNet takes (older stage-0 outputs carried 2-D UNet options)."""
-    import inspect
-
-    from xdyna_core.models import XDynaUNet
 
     cfg = json.loads(path.read_text())
     keep = set(inspect.signature(XDynaUNet.__init__).parameters)

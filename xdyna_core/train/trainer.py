@@ -20,6 +20,7 @@ Works with ``accelerate launch`` (several GPUs / nodes): each process reads its 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -29,11 +30,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from xdyna_core import synthetic
 from xdyna_core.errors import InputError, MissingWeightsError
+from xdyna_core.io import frame_strip, save_image, side_by_side, write_video
+from xdyna_core.models import XDynaUNet, make_controlnet
+from xdyna_core.pipeline import XDynaPipeline
+from xdyna_core.testing import make_tiny_components
 
 from . import losses as L
 from .config import TrainConfig
@@ -176,9 +190,6 @@ def tiny_config(overrides: dict) -> dict:
 def build_tiny_stage0(height: int, width: int, seed: int, tiny: dict) -> dict:
     """Fresh tiny components: the pipeline's small parts from ``make_tiny_components`` and a VAE
     and 2-D backbone UNet of the sizes in ``tiny`` (see ``TINY_DEFAULTS``)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from xdyna_core.testing import make_tiny_components
 
     t = tiny_config(tiny)
     d = int(t["cross_attention_dim"])
@@ -214,7 +225,6 @@ def inflate_stage0(comps: dict, tiny: dict) -> dict:
     """Backbone -> X-Dyna UNet (adapter = copy of to_q / zero out, motion modules fresh with a
     zero output, IP K/V = copies of the text K/V) and both ControlNets initialised from the
     backbone (``ControlNetModel.from_unet``), as the paper initialises them from SD1.5."""
-    from xdyna_core.models import XDynaUNet, make_controlnet
 
     t = tiny_config(tiny)
     unet2d = comps["unet2d"]
@@ -230,16 +240,12 @@ def inflate_stage0(comps: dict, tiny: dict) -> dict:
 
 
 def make_pipeline(components: dict):
-    from xdyna_core.pipeline import XDynaPipeline
-
     keys = ("vae", "text_encoder", "tokenizer", "unet", "controlnet", "scheduler", "image_encoder",
             "feature_extractor", "image_proj", "controlnet_face")
     return XDynaPipeline(**{k: components.get(k) for k in keys})
 
 
 def load_components(folder: str) -> dict:
-    from xdyna_core.pipeline import XDynaPipeline
-
     if not os.path.isdir(folder) or not os.path.isfile(os.path.join(folder, "model_index.json")):
         raise MissingWeightsError(
             f"pretrained_model {folder!r} is not a pipeline folder (no model_index.json); point it at the previous "
@@ -256,7 +262,6 @@ def load_components(folder: str) -> dict:
 def _face_source(spec: str):
     if spec in ("synthetic", "none", "", None):
         return None
-    import importlib
 
     if ":" not in spec:
         raise InputError(f"data.cross_identity_face_source must be 'synthetic', 'none' or 'module:function', got {spec!r}")
@@ -327,9 +332,6 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: Optional[str] = None, log: Callable[[str], None] = print,
                  progress_bar: bool = True):
-        from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration, set_seed
-
         self.cfg, self.log, self.progress_bar = cfg, log, progress_bar
         self.out = Path(cfg.output_dir)
         cpu = cfg.device == "cpu" or not torch.cuda.is_available()
@@ -416,8 +418,6 @@ class Trainer:
         return torch.Generator(device=device).manual_seed(seed)
 
     def _loader(self, dataset, batch_size: int, start_step: int):
-        from torch.utils.data import DataLoader
-
         acc = self.accelerator
         sampler = StepSampler(batch_size, start_batch=start_step * self.cfg.gradient_accumulation_steps,
                               num_processes=acc.num_processes, process_index=acc.process_index)
@@ -451,8 +451,6 @@ class Trainer:
         loader = iter(self._loader(phase.dataset, phase.batch_size, step - phase.start))
         bar = None
         if self.progress_bar and acc.is_local_main_process:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=end - phase.start, initial=step - phase.start, desc=f"stage {cfg.stage} {phase.name}",
                        unit="step", dynamic_ncols=True)
         t_start = time.time()
@@ -620,8 +618,6 @@ class Trainer:
             vae.requires_grad_(False)
             vae.eval()
             if skipped:
-                from safetensors.torch import load_file
-
                 f = vae_dir / "diffusion_pytorch_model.safetensors"
                 if not f.is_file():
                     raise MissingWeightsError(f"cannot resume stage 0 after its VAE phase: {f} is missing")
@@ -724,8 +720,6 @@ class Trainer:
 
     @torch.no_grad()
     def _validate_vae(self, vae, images, step):
-        from xdyna_core.io import save_image
-
         xs = torch.stack([images.get(i * images.frames_per_clip, 99_999)["image"] for i in range(6)]).to(self.device)
         was = vae.training
         vae.eval()
@@ -736,10 +730,6 @@ class Trainer:
 
     @torch.no_grad()
     def _validate_backbone(self, unet2d, vae, text, step):
-        from diffusers import DDIMScheduler
-
-        from xdyna_core.io import save_image
-
         sched = DDIMScheduler.from_config(self.components["scheduler"].config)
         sched.set_timesteps(25)
         d = self.cfg.data
@@ -757,8 +747,6 @@ class Trainer:
 
     @torch.no_grad()
     def _validate_video(self, step):
-        from xdyna_core.io import side_by_side, write_video
-
         v = self.cfg.validation
         d = self.cfg.data
         clip = validation_clip(self.cfg)
@@ -789,7 +777,6 @@ class Trainer:
         try:
             write_video(self._validation_dir() / f"sample-{step:07d}.mp4", video, fps=8)
         except ImportError:  # no PyAV on this machine: a frame strip instead
-            from xdyna_core.io import frame_strip, save_image
 
             save_image(self._validation_dir() / f"sample-{step:07d}.png", frame_strip(video, num=4))
 
@@ -814,8 +801,6 @@ def validation_clip(cfg: TrainConfig, index: int = 0) -> dict:
     """A held-out clip for validation samples: uint8 arrays (reference, frames, pose, face)."""
     d = cfg.data
     if d.human.kind == "synthetic":
-        from xdyna_core import synthetic
-
         clip = synthetic.render_clip(index, num_frames=cfg.validation.num_frames, height=d.height, width=d.width,
                                      split="heldout")
         ref = synthetic.render_reference(clip, seed=index, with_controls=False)
@@ -831,10 +816,8 @@ def validation_clip(cfg: TrainConfig, index: int = 0) -> dict:
 
 def plot_loss_curve(losses, path, title: str = "training loss") -> Path:
     """Loss per step (light) and its moving average (dark), one colour per phase, as a PNG."""
-    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     phases = []
