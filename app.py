@@ -12,6 +12,7 @@ Face ZeroGPU Space the generation runs under `spaces.GPU` when the package is in
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -35,6 +36,22 @@ from xdyna_core.limits import Limits, Workspace, check_clip, check_photo, limits
 from xdyna_core.preprocess.motion import default_cache_dir
 
 log = logging.getLogger("xdyna.app")
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena, and memory freed after a job stays scattered
+    over them: with Gradio's worker threads serving several visitors the server grew job after job
+    (+555 MB over 32 concurrent jobs in tests/test_faults.py's soak; flat with 2 arenas). An explicit
+    MALLOC_ARENA_MAX in the environment wins; elsewhere than glibc this does nothing."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+_limit_malloc_arenas()  # before any worker thread starts
+
 
 def _settings_from_env() -> Limits:
     """Every XDYNA_* setting checked before anything starts: each bad one is one line on stderr

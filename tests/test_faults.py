@@ -385,7 +385,11 @@ def test_soak_many_clients_good_bad_and_cancelled_jobs(inputs, tmp_path):
 
         round_of(2)  # warm-up: every kind of job once (models, caches, the allocator's pools)
         rss0, temp0 = _rss_mb(proc.pid), _folder_mb(tmp_path / "temp")
-        round_of(8)
+        rss = []
+        for _ in range(4):
+            round_of(2)
+            rss.append(_rss_mb(proc.pid))
+        print("RSS after warm-up and each round of 8 jobs (MB):", round(rss0), [round(r) for r in rss])
         failed = [r for r in results if not r[1]]
         assert len(results) == 40 and not failed, failed
         time.sleep(limits.MIN_JOB_AGE_S + 1)  # old enough to go: the next job prunes them

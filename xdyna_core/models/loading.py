@@ -105,11 +105,14 @@ def read_state_dict_file(path: str | Path) -> dict:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():  # not a pickle at all (an HTML error page, say)
+            raise InputError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or not a weights "
+                             "file); download it again") from exc
         # weights_only refused an object that would run code while loading: say so in our words
         raise InputError(
-            f"{path.name}: refused — it holds Python objects that would run code when loaded, not plain "
-            "tensors. Only weight files (safetensors, or PyTorch checkpoints of tensors) are loaded; get the "
-            "file from its official source again"
+            f"{path}: refused — it holds Python objects that would run code when loaded, not plain tensors. "
+            "Only weight files (safetensors, or PyTorch checkpoints of tensors) are loaded; get the file from "
+            "its official source again"
         ) from exc
     except Exception as exc:  # noqa: BLE001
         raise InputError(
