@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -538,12 +538,3 @@ def save_side_by_side(animation: Animation, path, min_height: int = SIDE_BY_SIDE
     labels = (["driving clip"] if motion.driving_frames is not None else []) + ["skeleton", "generated"]
     height = motion.height * -(-min_height // motion.height)
     return io.write_video(path, io.side_by_side(*clips, labels=labels, height=height, length="shortest"), animation.fps)
-
-
-def settings_summary(settings: Settings) -> Dict[str, Any]:
-    """The resolved settings as plain data (for logs, JSON and status lines)."""
-    out = {f.name: getattr(settings.motion, f.name) for f in fields(MotionSettings)}
-    out.update({f.name: getattr(settings.generation, f.name) for f in fields(GenerationSettings) if f.name != "extra"})
-    out.update(dict(settings.generation.extra))
-    out.update(model=settings.model.choice, preset=settings.preset, dtype=settings.dtype, device=settings.device)
-    return out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -179,10 +180,10 @@ def run(args) -> int:
                          "--model FOLDER (a folder written by `xdyna convert`) or --model official")
     load_image(args.image)  # an unreadable photo is refused before any clip is decoded
     driving = driving_input(args, settings)
-    if isinstance(driving, Motion) and settings.motion.size is None and args.pose_video:
+    if args.pose_video and settings.motion.size is None:
         # pose videos are drawn for any canvas: generate at the preset's / model's size
-        settings = resolve_settings(model=settings.model, preset=args.preset, size=settings.default_size,
-                                    **{k: getattr(args, k, None) for k in SETTING_FLAGS if k != "size"})
+        height, width = settings.default_size
+        settings = replace(settings, motion=replace(settings.motion, height=height, width=width))
     bars = StageBars(args.quiet)
     try:
         result = animate(args.image, driving, settings, cache_dir=False if args.no_cache else args.cache_dir,
