@@ -228,7 +228,7 @@ def _progress_fn(progress: gr.Progress, cancel: threading.Event):
 
 
 @_friendly_errors
-def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request: gr.Request = None,
+def extract(photo, driving_clip, resolution, fps, max_frames, retarget, person="auto", request: gr.Request = None,
             progress=gr.Progress()):
     """Step 1: read the movement of a driving clip and fit it to the person in a photo.
 
@@ -239,10 +239,12 @@ def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request:
         fps: frame rate to sample the clip at ("8", "12", "15", "24", "30") or "clip" for the clip's own.
         max_frames: frames to use from the start of the clip (at most XDYNA_MAX_FRAMES).
         retarget: fit the movement to the photo's person: "global", "limbs" or "none".
+        person: the dancer to follow when the clip shows several people: 1 = the leftmost, 2 = the
+            next, ... (as numbered by the page), or "auto" for the most visible person.
     Returns:
         skeleton video, face-patch video, the first fitted skeleton drawn over the photo, facts (markdown).
     """
-    settings = view.motion_settings(resolution, fps, max_frames, retarget, LIMITS)
+    settings = view.motion_settings(resolution, fps, max_frames, retarget, LIMITS, person)
     cancel = _new_cancel_event(request)
     ex, _ = view.extract_with_previews(photo, driving_clip, settings, limits=LIMITS,
                                        workdir=WORKSPACE.new_job("extract"), report=_progress_fn(progress, cancel),
@@ -263,7 +265,7 @@ def _generate(photo, motion, settings, report=None, cancel=None):
 @_friendly_errors
 def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
             guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
-            window_schedule="blend", preset="", motion_state=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+            window_schedule="blend", preset="", person="auto", motion_state=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
     """Step 2: animate a photo with the movement of a driving clip. Re-uses the motion of /extract
     from the same session when photo, clip and motion settings are unchanged; extracts it otherwise.
 
@@ -288,16 +290,18 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         preset: optional preset name (presets/*.yaml; default: the model's own) whose options without
             a widget (sampler, strength, guidance truncation, DeepCache, ...) are applied; the values
             above still win.
+        person: the dancer to follow (as for /extract).
     Returns:
         generated video, side-by-side video (driving | skeleton | generated), both mp4 files, status (markdown),
         and the four previews of /extract.
     """
-    motion_settings = view.motion_settings(resolution, fps, max_frames, retarget, LIMITS)
+    motion_settings = view.motion_settings(resolution, fps, max_frames, retarget, LIMITS, person)
     if model not in (runtime.MODEL_TINY, runtime.MODEL_OFFICIAL):
         raise InputError(f"Unknown model {model!r}; choose the embedded tiny model or official X-Dyna.")
     settings = resolve_settings(
         model=model, preset=preset or None, size=motion_settings.size, fps=motion_settings.fps,
-        max_frames=motion_settings.max_frames, retarget=motion_settings.retarget, prompt=prompt or "",
+        max_frames=motion_settings.max_frames, retarget=motion_settings.retarget, person=motion_settings.person,
+        prompt=prompt or "",
         negative_prompt=negative_prompt or "", num_inference_steps=steps, guidance_scale=guidance_scale,
         adapter_scale=adapter_scale, pose_conditioning_scale=pose_strength,
         face_conditioning_scale=face_strength, seed=seed, window_overlap=window_overlap,
@@ -338,15 +342,36 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
 
 
 def clip_uploaded(driving_clip):
-    """Check an upload at once, so a wrong file is reported before anyone presses a button."""
+    """Check an upload at once, so a wrong file is reported before anyone presses a button; count
+    its dancers and, when there are several, show them numbered so that one can be chosen."""
+    no_dancers = (gr.update(choices=view.dancer_choices(0), value=view.MOST_VISIBLE),
+                  gr.update(value=None, visible=False), None)
     if not driving_clip:
-        return "*Facts about your clip appear here after step 1.*"
+        return ("*Facts about your clip appear here after step 1.*", *no_dancers)
     try:
         path, info = check_clip(driving_clip, LIMITS)
     except XDynaError as err:
         gr.Warning(str(err), title="This clip cannot be used")
-        return f"**This clip cannot be used:** {err}"
-    return view.describe_clip(path, info)
+        return (f"**This clip cannot be used:** {err}", *no_dancers)
+    facts = view.describe_clip(path, info)
+    try:
+        dancers = view.find_dancers_view(path, LIMITS, WORKSPACE.new_job("dancers"))
+    except XDynaError as err:  # step 1 says it again, with what to do
+        return (f"{facts}\n\n{err}", *no_dancers)
+    except Exception:  # noqa: BLE001 - counting dancers is a convenience: never break the upload
+        log.exception("counting the dancers failed")
+        return (facts, *no_dancers)
+    image = (gr.update(value=str(dancers.image), visible=True) if dancers.image is not None
+             else gr.update(value=None, visible=False))
+    return (f"{facts}\n\n{dancers.text}", gr.update(choices=view.dancer_choices(dancers.count),
+                                                    value=view.MOST_VISIBLE), image, dancers)
+
+
+def dancer_selected(dancers, evt: gr.SelectData):
+    """A click on the numbered frame chooses the dancer under it."""
+    x, y = (evt.index or (None, None))[:2]
+    number = view.dancer_clicked(dancers, x, y) if x is not None else None
+    return gr.update(value=str(number)) if number is not None else gr.skip()
 
 
 def photo_uploaded(photo):
@@ -426,6 +451,13 @@ def build_demo() -> gr.Blocks:
                     _friendly_photo_reading(photo)
                     clip = gr.Video(label="Driving clip (the dance)", elem_id="clip",
                                     sources=["upload"], height=320)
+                with gr.Row():
+                    # Custom values: API callers may send a number before the page counted the dancers.
+                    dancer = gr.Dropdown(view.dancer_choices(0), value=view.MOST_VISIBLE, label="Dancer to follow",
+                                         allow_custom_value=True, elem_id="dancer", info="When the clip shows several people: who to copy "
+                                         "(numbered from left to right once the clip is uploaded).")
+                dancers_image = gr.Image(label="Dancers in your clip — click one to follow them", elem_id="dancers",
+                                         interactive=False, visible=False, height=240)
                 gr.Markdown(HOW_TO + f" Up to {LIMITS.max_upload_mb:.0f} MB and "
                             f"{LIMITS.max_clip_seconds:.0f} s per file.", elem_id="howto")
                 examples = view.example_pairs()
@@ -521,9 +553,10 @@ def build_demo() -> gr.Blocks:
                                     interactive=False)
 
         motion_state = gr.State(None, time_to_live=int(LIMITS.temp_max_age_s))
+        dancers_state = gr.State(None, time_to_live=int(LIMITS.temp_max_age_s))
 
         # ---------------- wiring ----------------
-        motion_inputs = [photo, clip, resolution, fps, max_frames, retarget]
+        motion_inputs = [photo, clip, resolution, fps, max_frames, retarget, dancer]
         previews = [skeleton, faces, overlay, facts]
         ev_extract = extract_btn.click(extract, inputs=motion_inputs, outputs=[*previews, motion_state],
                                        api_name="extract", concurrency_id="extract", concurrency_limit=2,
@@ -532,13 +565,15 @@ def build_demo() -> gr.Blocks:
             animate,
             inputs=[photo, clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
                     guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
-                    window_schedule, preset, motion_state],
+                    window_schedule, preset, dancer, motion_state],
             outputs=[result, side, downloads, status, *previews, motion_state],
             api_name="animate", concurrency_id="gpu", concurrency_limit=1, show_progress_on=[result])
         cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,
                          api_visibility="private")
         photo.change(photo_uploaded, inputs=photo, api_visibility="private")
-        clip.change(clip_uploaded, inputs=clip, outputs=facts, api_visibility="private")
+        clip.change(clip_uploaded, inputs=clip, outputs=[facts, dancer, dancers_image, dancers_state],
+                    api_visibility="private")
+        dancers_image.select(dancer_selected, inputs=dancers_state, outputs=dancer, api_visibility="private")
         dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, queue=False, api_visibility="private")
         preset_outputs = [resolution, guidance_scale, adapter_scale, pose_strength, face_strength, steps,
                           window_overlap, window_schedule, seed, prompt, negative_prompt]

@@ -22,6 +22,7 @@ from xdyna_core.errors import InputError
 from xdyna_core.io import save_image, write_video
 from xdyna_core.limits import Limits, check_clip, check_photo, file_hash
 from xdyna_core.preprocess.motion import face_patch_video, retarget_overlay
+from xdyna_core.preprocess.people import Dancers, dancer_at, draw_dancers, find_dancers
 from xdyna_core.presets import list_presets, load_preset
 from xdyna_core.runtime import MODEL_OFFICIAL, MODEL_TINY, DeviceInfo, ModelManager, device_info, native_size, \
     official_model_dir, resolve_model, tiny_model_dir
@@ -50,6 +51,7 @@ LABELS = {
     "seed": "The seed",
     "window_schedule": "Window schedule",
     "size": "Video size",
+    "person": "Dancer to follow",
 }
 
 
@@ -410,7 +412,7 @@ def extract_with_previews(photo, clip, settings: MotionSettings, *, limits: Limi
                      warnings=[w[:1].upper() + w[1:] for w in motion.warnings]), motion
 
 
-def motion_settings(resolution, fps, max_frames, retarget, limits: Limits) -> MotionSettings:
+def motion_settings(resolution, fps, max_frames, retarget, limits: Limits, dancer=None) -> MotionSettings:
     """The page's step-1 widgets -> validated `MotionSettings`."""
     height, width = parse_size(str(resolution), "Video size")
     try:
@@ -418,7 +420,72 @@ def motion_settings(resolution, fps, max_frames, retarget, limits: Limits) -> Mo
     except (TypeError, ValueError):
         raise InputError(f"Frames to animate must be a whole number, got {max_frames!r}.") from None
     return MotionSettings(height=height, width=width, fps=parse_fps(fps), max_frames=frames,
-                          retarget=str(retarget)).validate(limits)
+                          retarget=str(retarget), person=parse_dancer(dancer)).validate(limits)
+
+
+# --------------------------------------------------------------------------------------
+# Choosing the dancer
+# --------------------------------------------------------------------------------------
+
+MOST_VISIBLE = "auto"  # the dancer dropdown's value for "the most visible person" (the engine's default)
+
+
+def dancer_choices(count: int = 0) -> list:
+    """(label, value) pairs for the dancer dropdown: the most visible person, then Dancer 1..count
+    (numbered from left to right as on the numbered frame, the engine's `person`)."""
+    return [("The most visible person", MOST_VISIBLE)] + [(f"Dancer {i}", str(i)) for i in range(1, count + 1)]
+
+
+def parse_dancer(value) -> Optional[int]:
+    """The dropdown's (or an API caller's) dancer -> the engine's `person` (None: most visible)."""
+    if value in (None, "", MOST_VISIBLE, 0, "0"):
+        return None
+    text = str(value).strip()
+    text = text[len("Dancer"):].strip() if text.lower().startswith("dancer") else text
+    try:
+        number = int(float(text))
+    except ValueError:
+        raise InputError(f"Dancer must be a number from 1 (the leftmost) or 'auto', got {value!r}.") from None
+    if number < 1 or number != float(text):
+        raise InputError(f"Dancer must be a number from 1 (the leftmost) or 'auto', got {value!r}.")
+    return number
+
+
+@dataclass
+class DancersView:
+    """The dancers of an uploaded clip as the page shows them (kept in the session for clicks)."""
+
+    count: int
+    image: Optional[Path]  # the numbered frame (png), None when the clip shows at most one person
+    boxes: list  # (x0, y0, x1, y1) per dancer on that frame, left to right
+    width: int  # size of the frame the boxes refer to
+    height: int
+    text: str  # markdown sentence
+
+
+def find_dancers_view(clip, limits: Limits, workdir) -> DancersView:
+    """Count the people of an uploaded clip and, when there are several, draw them numbered."""
+    clip, _ = check_clip(clip, limits)
+    dancers = find_dancers(clip)
+    h, w = dancers.frame.shape[:2]
+    boxes = [tuple(float(v) for v in b) for b in dancers.boxes]
+    if dancers.count <= 1:
+        text = ("**One dancer** found: step 1 follows them." if dancers.count == 1 else
+                "**Nobody found** at the start of the clip; step 1 will look through the whole clip.")
+        return DancersView(dancers.count, None, boxes, w, h, text)
+    image = save_image(Path(workdir) / "dancers.png", draw_dancers(dancers))
+    text = (f"**{dancers.count} dancers** in this clip, numbered from left to right. Choose who to follow in "
+            "*Dancer to follow* (or click on them in the picture); by default the most visible person is followed.")
+    return DancersView(dancers.count, image, boxes, w, h, text)
+
+
+def dancer_clicked(view: Optional[DancersView], x: float, y: float) -> Optional[int]:
+    """The dancer under a click at pixel (x, y) of the numbered frame, or None."""
+    if view is None or not view.boxes:
+        return None
+    found = Dancers(count=view.count, frame_index=0, frame=np.zeros((view.height, view.width, 3), np.uint8),
+                    boxes=list(view.boxes))
+    return dancer_at(found, x, y)
 
 
 def warm_up(models: ModelManager, choice: str) -> None:
