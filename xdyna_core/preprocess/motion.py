@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -48,6 +49,7 @@ from .draw import draw_pose, overlay
 from .dwpose import find_dwpose_weights
 from .face import face_box, face_patches
 from .framing import DEFAULT_SIZE, Framing, check_size, fit_framing, union_box
+from .people import find_dancers, follow_among, follow_dancer, workers
 from .pose import MIN_CONFIDENCE, Keypoints, get_estimator, smooth_keypoints, track_main_person
 from .retarget import retarget_sequence
 
@@ -374,6 +376,7 @@ def extract_motion(
     pose_every: int = 1,
     cache_dir=None,
     progress: Optional[ProgressFn] = None,
+    person: Optional[int] = None,
 ) -> Motion:
     """Driving video (+ photo) → `Motion` on the generation canvas.
 
@@ -396,10 +399,21 @@ def extract_motion(
         cache_dir: folder of cached results (default `default_cache_dir()`); False disables it.
         progress: `progress(fraction, desc)` (gradio.Progress works); returning False, or
             raising `Cancelled`, stops the extraction.
+        person: which dancer to follow when the clip shows several: 1 = the leftmost on the frame
+            where `people.find_dancers` counts them (the numbers `people.draw_dancers` shows), 2 the
+            next, ...; followed through the whole clip (crossings, leaving the frame for a
+            moment), every frame analysed (pose_every does not apply). None (default): the most
+            visible person, as the estimator finds it.
+
+    Nobody at the start: when nobody (or not the chosen dancer) is seen during the first
+    `LEAD_GAP_S` seconds or more, the motion starts at the first frame with the person and
+    `Motion.warnings` says from which second. A chosen dancer who leaves for good (not seen
+    during the last `LEAD_GAP_S` seconds or more) is refused with the second they leave at.
 
     Raises:
         InputError: unreadable/empty/too long clip, unreadable/tiny photo, no person in the photo,
-            no person in any frame of the clip, bad settings.
+            no person in any frame of the clip, bad settings, a `person` beyond the dancers
+            counted, a chosen dancer who leaves for good.
     """
 
     H, W = check_size(size)
@@ -412,6 +426,7 @@ def extract_motion(
         raise InputError(f"max_frames must be at least 1, got {max_frames}")
     if int(pose_every) < 1:
         raise InputError(f"pose_every must be at least 1, got {pose_every}")
+    person = check_person(person)
     est_name = resolve_estimator_name(estimator)
     settings = {
         "size": [H, W],
@@ -425,6 +440,8 @@ def extract_motion(
         "pose_every": int(pose_every),
         "has_reference": reference_image is not None,
     }
+    if person is not None:  # only then: cache keys of extractions without a dancer stay as they were
+        settings["person"] = person
 
     # ---- cache lookup -----------------------------------------------------------------------
     cache_path = None
@@ -486,34 +503,28 @@ def extract_motion(
     stages.next("decode")
 
     # ---- pose per frame ---------------------------------------------------------------------
-    est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=True, analysis_side=analysis_side)
-    # Video-mode (tracking) estimators sometimes lose a person they would find from scratch: a frame
-    # where tracking finds nobody is analysed again by a fresh single-image estimator.
-    retry = None
-    if isinstance(estimator, str) and est_name == "mediapipe":
-        retry = _make_estimator(est_name, video=False, analysis_side=analysis_side)  # its graph starts on first use
-    _reset(est)
-    per_frame = []
-    retried = 0
     n = len(video)
-    analysed = sorted(set(range(0, n, int(pose_every))) | {n - 1})
-    for j, i in enumerate(analysed):
-        people = [p for p in est(video.frames[i]) if p.has_body()]
-        if not people and retry is not None:
-            retried += 1
-            people = [p for p in retry(video.frames[i]) if p.has_body()]
-        per_frame.append(people)
-        stages.report("pose", j + 1, len(analysed), f"finding the pose: frame {i + 1}/{n}")
-    _reset(est)
-    if retry is not None:
-        _reset(retry)
-    settings["frames_reanalysed"] = retried
+    report = lambda done, total, desc: stages.report("pose", done, total, desc)  # noqa: E731
+    if person is not None:
+        track = _follow_chosen_dancer(driving_video, video, person, estimator, est_name, fps, max_frames, report)
+        settings["pose_every"] = 1
+        settings["estimator_used"] = (f"{est_name} (following dancer {person})" if isinstance(estimator, str)
+                                      else type(estimator).__name__)
+    else:
+        track, used, retried = _estimate_main_person(video, estimator, est_name, analysis_side, int(pose_every), report)
+        settings["frames_reanalysed"] = retried
+        settings["estimator_used"] = used
     stages.next("pose")
-    track = _interpolate_track(analysed, track_main_person(per_frame), n)
     if all(k is None for k in track):
         raise InputError(
             "no person found in any frame of the driving video; use a clip where one person is clearly visible"
         )
+    video, track, lead_warning = _trim_leading_gap(video, track, person)
+    if lead_warning:
+        warnings.append(lead_warning)
+    if person is not None:
+        _check_dancer_stays(video, track, person)
+    n = len(video)
     if smooth:
         track = smooth_keypoints(track, video.fps)
 
@@ -543,7 +554,8 @@ def extract_motion(
     kp_rt = np.zeros((n, 128, 3), np.float32)
     kp_drv = np.zeros((n, 128, 3), np.float32)
     frames_out = np.zeros((n, H, W, 3), np.uint8) if keep_frames else None
-    for t in range(n):
+
+    def draw(t: int) -> None:
         if keep_frames:
             frames_out[t] = drv_framing.apply_to_image(video.frames[t])
         if drv_kp[t] is not None and rt_kp[t] is not None:
@@ -554,7 +566,10 @@ def extract_motion(
             patches, found = _face_patches_for_frame(video.frames[t], drv_framing, kp_drv[t], kp_rt[t], MIN_CONFIDENCE)
             if found:
                 face_images[t], face_found[t] = patches, True
-        stages.report("draw", t + 1, n, f"drawing the controls: frame {t + 1}/{n}")
+
+    # frames are independent: both cores draw (OpenCV and numpy let go of the GIL)
+    _in_parallel([range(k, n, workers()) for k in range(workers())], lambda part, tick: [(draw(t), tick()) for t in part],
+                 lambda done: stages.report("draw", done, n, f"drawing the controls: frame {done}/{n}"))
     if not person_found.all():
         warnings.append(f"{int((~person_found).sum())} of {n} frames show no person; their skeleton images are blank")
     off = _frames_off_canvas(kp_rt[person_found], H, W)
@@ -566,7 +581,6 @@ def extract_motion(
     if not face_found.any():
         warnings.append("no face found in any frame; the face controls are blank (the expression will not follow the clip)")
 
-    settings["estimator_used"] = type(est).__name__
     settings["seconds"] = round(time.perf_counter() - started, 3)
     settings["cache"] = "miss" if cacheable else "off"
     motion = Motion(
@@ -592,6 +606,190 @@ def extract_motion(
     if progress is not None:
         progress(1.0, "motion extracted")
     return motion
+
+
+LEAD_GAP_S = 1.0  # nobody during this long at the start: the motion starts later; a chosen dancer gone this long at the end: refused
+
+
+def check_person(person) -> Optional[int]:
+    """`person` as a 1-based dancer number, or None (the most visible person)."""
+    if person is None:
+        return None
+    if isinstance(person, bool) or not isinstance(person, (int, np.integer)) and not (
+            isinstance(person, (float, str)) and str(person).strip().lstrip("+").replace(".0", "", 1).isdigit()):
+        raise InputError(f"person must be a dancer number from 1 (1 = the leftmost), got {person!r}")
+    value = int(float(person))
+    if value < 1:
+        raise InputError(f"person must be a dancer number from 1 (1 = the leftmost), got {person!r}")
+    return value
+
+
+def _in_parallel(parts: list, work: Callable, report: Callable[[int], None]) -> None:
+    """Run work(part, tick) for every part on its own thread, and report(done) on this thread for
+    every unit done (`tick()` counts one), so progress callbacks and cancelling stay on the
+    caller's thread. A failure or a cancel stops the other parts at their next tick."""
+    parts = [p for p in parts if len(p)]
+    if len(parts) <= 1:  # no thread needed
+        done = [0]
+
+        def tick():
+            done[0] += 1
+            report(done[0])
+
+        for part in parts:
+            work(part, tick)
+        return
+    state = {"done": 0, "running": len(parts)}
+    cond = threading.Condition()
+    stop = threading.Event()
+    errors: list = []
+
+    def tick():
+        if stop.is_set():
+            raise _Stopped()
+        with cond:
+            state["done"] += 1
+            cond.notify()
+
+    def run(part):
+        try:
+            work(part, tick)
+        except _Stopped:
+            pass
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            errors.append(err)
+            stop.set()
+        finally:
+            with cond:
+                state["running"] -= 1
+                cond.notify()
+
+    threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in parts]
+    for t in threads:
+        t.start()
+    reported = 0
+    try:
+        while True:
+            with cond:
+                while state["done"] == reported and state["running"] > 0:
+                    cond.wait(0.5)
+                done, running = state["done"], state["running"]
+            while reported < done:
+                reported += 1
+                report(reported)
+            if running == 0 or stop.is_set():
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+class _Stopped(Exception):
+    """A worker thread stops because another one failed or the job was cancelled."""
+
+
+def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side: int, pose_every: int, report):
+    """The most visible person per analysed frame (the estimator's own choice), made consistent by
+    `track_main_person` and interpolated to every frame. The embedded estimator runs on two halves
+    of the clip at once (one tracking graph each), which uses both cores.
+    Returns (track, estimator class name, frames analysed again)."""
+    n = len(video)
+    analysed = sorted(set(range(0, n, pose_every)) | {n - 1})
+    per_frame: list = [None] * len(analysed)
+    retried = []
+    own = isinstance(estimator, str)
+    parts = [list(range(len(analysed)))]
+    if own and est_name == "mediapipe" and len(analysed) >= 16:
+        k = workers()
+        parts = [list(range(len(analysed) * i // k, len(analysed) * (i + 1) // k)) for i in range(k)]
+    used = [type(estimator).__name__ if not own else None]
+
+    def work(part, tick):
+        est = estimator if not own else _make_estimator(est_name, video=True, analysis_side=analysis_side)
+        used[0] = type(est).__name__
+        # Video-mode (tracking) estimators sometimes lose a person they would find from scratch: a
+        # frame where tracking finds nobody is analysed again by a fresh single-image estimator.
+        retry = _make_estimator(est_name, video=False, analysis_side=analysis_side) if own and est_name == "mediapipe" else None
+        _reset(est)
+        try:
+            for j in part:
+                frame = video.frames[analysed[j]]
+                people = [p for p in est(frame) if p.has_body()]
+                if not people and retry is not None:
+                    retried.append(j)
+                    people = [p for p in retry(frame) if p.has_body()]
+                per_frame[j] = people
+                tick()
+        finally:
+            _reset(est)
+            if retry is not None:
+                _reset(retry)
+
+    _in_parallel(parts, work, lambda done: report(done, len(analysed), f"finding the pose: frame {analysed[min(done, len(analysed)) - 1] + 1}/{n}"))
+    track = _interpolate_track(analysed, track_main_person(per_frame), n)
+    return track, used[0], len(retried)
+
+
+def _follow_chosen_dancer(driving_video, video: Video, person: int, estimator, est_name: str, fps, max_frames, report):
+    """Keypoints of dancer `person` in every frame (None where not seen): the dancers are counted
+    exactly as `people.find_dancers` counts them for the user, then followed (people.py)."""
+    source = driving_video if not isinstance(driving_video, Video) else video
+    dancers = find_dancers(source, fps=fps, max_frames=max_frames)
+    if dancers.count == 0:
+        raise InputError("no person found in the first seconds of the driving video, so there is no dancer to choose; "
+                         "leave the dancer unset or use a clip where the dancers are clearly visible")
+    if person > dancers.count:
+        choices = "1" if dancers.count == 1 else f"1 to {dancers.count}" if dancers.count > 2 else "1 or 2"
+        what = "1 dancer" if dancers.count == 1 else f"{dancers.count} dancers"
+        raise InputError(f"the clip shows {what}; choose {choices} (dancer {person} does not exist)")
+    start = int(np.argmin(np.abs(np.asarray(video.timestamps) - video.timestamps[0] - dancers.time)))
+    progress = lambda done, total: report(done, total, f"following dancer {person}: frame {done}/{total}")  # noqa: E731
+    if isinstance(estimator, str) and est_name == "mediapipe":
+        return follow_dancer(video.frames, dancers, person, start, progress=progress)
+    # other estimators see several people themselves: follow the dancer among what they find
+    est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=True, analysis_side=DEFAULT_ANALYSIS_SIDE)
+    _reset(est)
+    per_frame = []
+    for i in range(len(video)):
+        per_frame.append([p for p in est(video.frames[i]) if p.has_body()])
+        progress(i + 1, len(video))
+    _reset(est)
+    return follow_among(video.frames, per_frame, dancers, person, start)
+
+
+def _seconds(video: Video, i: int) -> float:
+    return float(video.timestamps[i] - video.timestamps[0])
+
+
+def _trim_leading_gap(video: Video, track: list, person: Optional[int]):
+    """Start the clip at the first frame with the person when nobody is seen during the first
+    LEAD_GAP_S seconds or more (a blank stretch the animation would only stand still in)."""
+    first = next(i for i, k in enumerate(track) if k is not None)
+    if first == 0 or _seconds(video, first) < LEAD_GAP_S:
+        return video, track, None
+    who = "nobody is" if person is None else f"dancer {person} is not"
+    msg = (f"{who} seen in the first {_seconds(video, first):.1f} s of the clip; the motion starts at "
+           f"{_seconds(video, first):.1f} s (frame {first + 1}), where {'a person' if person is None else 'the dancer'} "
+           "first appears")
+    video = dataclasses.replace(video, frames=video.frames[first:], timestamps=np.asarray(video.timestamps)[first:])
+    return video, track[first:], msg
+
+
+def _check_dancer_stays(video: Video, track: list, person: int) -> None:
+    """A chosen dancer not seen during the last LEAD_GAP_S seconds or more has left for good."""
+    last = max(i for i, k in enumerate(track) if k is not None)
+    n = len(track)
+    if last == n - 1:
+        return
+    gone = _seconds(video, last + 1)
+    if _seconds(video, n - 1) + 1.0 / video.fps - gone >= LEAD_GAP_S:
+        raise InputError(
+            f"dancer {person} leaves the frame at {gone:.1f} s and does not come back; choose another dancer, or "
+            f"extract only the part before: at most {last + 1} frames (max frames {last + 1}"
+            f"{'' if video.fps is None else f' at {video.fps:g} fps'})")
 
 
 def _frames_off_canvas(kp: np.ndarray, height: int, width: int, min_conf: float = 0.3) -> int:
