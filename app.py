@@ -341,9 +341,9 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
     return (str(video), str(side), [str(video), str(side)], status, *previews, extracted)
 
 
-def clip_uploaded(driving_clip):
+def clip_uploaded(driving_clip, fps=None, max_frames=None):
     """Check an upload at once, so a wrong file is reported before anyone presses a button; count
-    its dancers and, when there are several, show them numbered so that one can be chosen."""
+    its dancers (on the part step 1 uses) and, when there are several, show them numbered."""
     no_dancers = (gr.update(choices=view.dancer_choices(0), value=view.MOST_VISIBLE),
                   gr.update(value=None, visible=False), None)
     if not driving_clip:
@@ -355,10 +355,10 @@ def clip_uploaded(driving_clip):
         return (f"**This clip cannot be used:** {err}", *no_dancers)
     facts = view.describe_clip(path, info)
     try:
-        dancers = view.find_dancers_view(path, LIMITS, WORKSPACE.new_job("dancers"))
+        dancers = view.find_dancers_view(path, fps, max_frames, LIMITS, WORKSPACE.new_job("dancers"))
     except XDynaError as err:  # step 1 says it again, with what to do
         return (f"{facts}\n\n{err}", *no_dancers)
-    except Exception:  # noqa: BLE001 - counting dancers is a convenience: never break the upload
+    except Exception:  # noqa: BLE001 - counting dancers is a convenience: it must never break the upload
         log.exception("counting the dancers failed")
         return (facts, *no_dancers)
     image = (gr.update(value=str(dancers.image), visible=True) if dancers.image is not None
@@ -369,8 +369,8 @@ def clip_uploaded(driving_clip):
 
 def dancer_selected(dancers, evt: gr.SelectData):
     """A click on the numbered frame chooses the dancer under it."""
-    x, y = (evt.index or (None, None))[:2]
-    number = view.dancer_clicked(dancers, x, y) if x is not None else None
+    x, y = (list(evt.index or ()) + [None, None])[:2]
+    number = view.dancer_clicked(dancers, x, y)
     return gr.update(value=str(number)) if number is not None else gr.skip()
 
 
@@ -571,8 +571,12 @@ def build_demo() -> gr.Blocks:
         cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,
                          api_visibility="private")
         photo.change(photo_uploaded, inputs=photo, api_visibility="private")
-        clip.change(clip_uploaded, inputs=clip, outputs=[facts, dancer, dancers_image, dancers_state],
-                    api_visibility="private")
+        # The dancers are counted on the part of the clip step 1 uses: again when that changes.
+        count_dancers = dict(fn=clip_uploaded, inputs=[clip, fps, max_frames],
+                             outputs=[facts, dancer, dancers_image, dancers_state], api_visibility="private")
+        clip.change(**count_dancers)
+        fps.input(**count_dancers)
+        max_frames.release(**count_dancers)
         dancers_image.select(dancer_selected, inputs=dancers_state, outputs=dancer, api_visibility="private")
         dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, queue=False, api_visibility="private")
         preset_outputs = [resolution, guidance_scale, adapter_scale, pose_strength, face_strength, steps,

@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -453,39 +453,47 @@ def parse_dancer(value) -> Optional[int]:
 
 @dataclass
 class DancersView:
-    """The dancers of an uploaded clip as the page shows them (kept in the session for clicks)."""
+    """The dancers of an uploaded clip as the page shows them, kept in the session for clicks
+    (without the frame: session state stays small)."""
 
-    count: int
+    dancers: Dancers
     image: Optional[Path]  # the numbered frame (png), None when the clip shows at most one person
-    boxes: list  # (x0, y0, x1, y1) per dancer on that frame, left to right
-    width: int  # size of the frame the boxes refer to
-    height: int
     text: str  # markdown sentence
 
+    @property
+    def count(self) -> int:
+        return self.dancers.count
 
-def find_dancers_view(clip, limits: Limits, workdir) -> DancersView:
-    """Count the people of an uploaded clip and, when there are several, draw them numbered."""
+
+def find_dancers_view(clip, fps, max_frames, limits: Limits, workdir) -> DancersView:
+    """Count the people of an uploaded clip, on the part of it that step 1 uses (the page's frame
+    rate and frame count, so that the numbers are the engine's `person`), and when there are
+    several, draw them numbered."""
     clip, _ = check_clip(clip, limits)
-    dancers = find_dancers(clip)
-    h, w = dancers.frame.shape[:2]
-    boxes = [tuple(float(v) for v in b) for b in dancers.boxes]
-    if dancers.count <= 1:
-        text = ("**One dancer** found: step 1 follows them." if dancers.count == 1 else
-                "**Nobody found** at the start of the clip; step 1 will look through the whole clip.")
-        return DancersView(dancers.count, None, boxes, w, h, text)
-    image = save_image(Path(workdir) / "dancers.png", draw_dancers(dancers))
-    text = (f"**{dancers.count} dancers** in this clip, numbered from left to right. Choose who to follow in "
-            "*Dancer to follow* (or click on them in the picture); by default the most visible person is followed.")
-    return DancersView(dancers.count, image, boxes, w, h, text)
+    try:
+        frames = int(max_frames)
+    except (TypeError, ValueError):
+        frames = None
+    dancers = find_dancers(clip, fps=parse_fps(fps), max_frames=frames)
+    image = None
+    if dancers.count > 1:
+        image = save_image(Path(workdir) / "dancers.png", draw_dancers(dancers))
+        text = (f"**{dancers.count} dancers** in this clip, numbered from left to right at {dancers.time:.1f} s. "
+                "Choose who to follow in *Dancer to follow*, or click on them in the picture; by default the "
+                "most visible person is followed.")
+    elif dancers.count == 1:
+        text = "**One dancer** in this clip."
+    else:
+        text = "**Nobody found** in the first seconds of this clip; step 1 looks through all of it."
+    small = replace(dancers, frame=dancers.frame[:1, :1].copy(), rois=[])
+    return DancersView(small, image, text)
 
 
-def dancer_clicked(view: Optional[DancersView], x: float, y: float) -> Optional[int]:
+def dancer_clicked(view: Optional[DancersView], x, y) -> Optional[int]:
     """The dancer under a click at pixel (x, y) of the numbered frame, or None."""
-    if view is None or not view.boxes:
+    if view is None or x is None or y is None:
         return None
-    found = Dancers(count=view.count, frame_index=0, frame=np.zeros((view.height, view.width, 3), np.uint8),
-                    boxes=list(view.boxes))
-    return dancer_at(found, x, y)
+    return dancer_at(view.dancers, float(x), float(y))
 
 
 def warm_up(models: ModelManager, choice: str) -> None:

@@ -85,3 +85,29 @@ def test_api_error_is_a_message(url, inputs, tmp_path):
         client.predict(photo=handle_file(str(photo)), driving_clip=handle_file(str(fake)), resolution="64x64",
                        fps="15", max_frames=6, retarget="global", api_name="/extract")
     assert "notes.mp4" in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_choose_the_dancer_through_the_api(url, tmp_path):
+    """`person` of /extract follows the chosen dancer of a two-dancer clip (numbered from the left,
+    as the page shows them); a number beyond the dancers is a message naming how many there are."""
+    from gradio_client import Client, handle_file
+
+    from test_people import A_LEFT, B_LEFT, FPS, _compose, _photos
+    from xdyna_core.io import write_video
+
+    photos = _photos()
+    clip = write_video(tmp_path / "duet.mp4", _compose(photos, [A_LEFT[:12], B_LEFT[:12]]), fps=FPS, crf=14)
+    photo = tmp_path / "photo.png"
+    from xdyna_core.io import save_image
+    save_image(photo, photos[0])
+    client = Client(url, verbose=False)
+    facts = {}
+    for person in ("1", "2"):
+        *_, facts[person] = client.predict(
+            photo=handle_file(str(photo)), driving_clip=handle_file(str(clip)), resolution="64x128", fps="15",
+            max_frames=12, retarget="none", person=person, api_name="/extract")
+        assert "Used:** 12 frames" in facts[person], facts[person]
+    with pytest.raises(Exception) as err:
+        client.predict(photo=handle_file(str(photo)), driving_clip=handle_file(str(clip)), resolution="64x128",
+                       fps="15", max_frames=12, retarget="none", person="3", api_name="/extract")
+    assert "2 dancers" in str(err.value) and "Traceback" not in str(err.value)

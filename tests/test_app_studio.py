@@ -350,3 +350,37 @@ def test_what_the_page_says_of_real_photos_is_what_was_measured():
     assert measured["repeat_photo"]["pck"] > measured["model"]["pck"]
     if runtime.tiny_model_dir() is not None:
         assert view.TINY_MODEL_ON_REAL_PHOTOS in view.describe_system(runtime.MODEL_TINY)
+
+
+# ---- choosing the dancer -------------------------------------------------------------------
+
+
+def test_dancer_widget_values_become_the_engines_person():
+    assert view.parse_dancer("auto") is None and view.parse_dancer(None) is None
+    assert view.parse_dancer("2") == 2 and view.parse_dancer(3) == 3 and view.parse_dancer("Dancer 4") == 4
+    for bad in ("-1", "1.5", "left", 0.5):
+        with pytest.raises(InputError, match="Dancer must be a number"):
+            view.parse_dancer(bad)
+    assert view.motion_settings("64x128", "15", 12, "none", LIMITS, "2").person == 2
+    assert [v for _, v in view.dancer_choices(2)] == [view.MOST_VISIBLE, "1", "2"]
+
+
+def test_dancers_of_a_clip_are_numbered_and_clickable(tmp_path):
+    """Two real photos side by side: the page counts two dancers on the part of the clip step 1
+    uses, draws them numbered from the left, and a click on one gives its number."""
+    from test_people import A_LEFT, B_LEFT, FPS, _compose, _photos
+    from xdyna_core.io import write_video
+
+    clip = write_video(tmp_path / "duet.mp4", _compose(_photos(), [A_LEFT, B_LEFT]), fps=FPS, crf=14)
+    dancers = view.find_dancers_view(clip, "15", 12, LIMITS, tmp_path)
+    assert dancers.count == 2 and dancers.image.is_file() and "2 dancers" in dancers.text
+    (a0, _, a1, _), (b0, _, b1, _) = dancers.dancers.boxes
+    assert a1 <= b0  # left to right
+    for n, (x0, y0, x1, y1) in enumerate(dancers.dancers.boxes, 1):
+        assert view.dancer_clicked(dancers, (x0 + x1) / 2, (y0 + y1) / 2) == n
+    assert view.dancer_clicked(dancers, 1, 1) is None
+    assert dancers.dancers.frame.size <= 3  # the session keeps the boxes, not the frame
+
+    alone = write_video(tmp_path / "solo.mp4", _compose(_photos()[:1], [[100] * 12]), fps=FPS, crf=14)
+    solo = view.find_dancers_view(alone, "15", 12, LIMITS, tmp_path)
+    assert solo.count == 1 and solo.image is None and "One dancer" in solo.text
