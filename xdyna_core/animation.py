@@ -556,7 +556,7 @@ def _write(animation: Animation, path, frames, keep_audio: bool) -> Path:
             sound = audio.sound_for(animation.clip, animation.motion.timestamps, animation.num_frames, animation.fps)
         except audio.SoundError as err:
             warning = audio.left_out(err)
-    written, mux_warning = audio.write_video(path, frames, animation.fps, sound)
+    written, mux_warning = audio.write_with_sound(path, frames, animation.fps, sound)
     warning = warning or mux_warning
     if warning and warning not in animation.warnings:  # said once for the video and the side-by-side
         animation.warnings.append(warning)

@@ -182,10 +182,16 @@ def _run(cmd: list, data: Optional[bytes] = None) -> None:
         raise SoundError(f"ffmpeg stopped ({' / '.join(lines) or f'exit code {done.returncode}'})")
 
 
-def _copy(silent: Path, sound: Sound, out: Path, fmt: str) -> None:
-    _run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-          "-i", str(silent), "-i", sound.clip, "-map", "0:v:0", "-map", "1:a:0", "-c", "copy",
-          "-t", f"{sound.duration:.6f}", *_mux_flags(fmt), "-f", fmt, "-y", str(out)])
+def _copy(silent: Path, sound: Sound, out: Path, fmt: str) -> bool:
+    """Mux the clip's audio packets as they are; False when that did not give a file in sync (then
+    the sound is encoded instead)."""
+    try:
+        _run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+              "-i", str(silent), "-i", sound.clip, "-map", "0:v:0", "-map", "1:a:0", "-c", "copy",
+              "-t", f"{sound.duration:.6f}", *_mux_flags(fmt), "-f", fmt, "-y", str(out)])
+    except SoundError:
+        return False
+    return _copy_is_in_sync(out, sound)
 
 
 def _encode(silent: Path, track: Track, out: Path, fmt: str) -> None:
@@ -223,7 +229,7 @@ def _copy_is_in_sync(path: Path, sound: Sound) -> bool:
             and 0 <= span[1] - sound.duration < 1.0 / sound.fps)
 
 
-def write_video(path, frames, fps: float, sound: Optional[Sound]) -> Tuple[Path, Optional[str]]:
+def write_with_sound(path, frames, fps: float, sound: Optional[Sound]) -> Tuple[Path, Optional[str]]:
     """`io.write_video` with `sound` muxed in: returns the path and a warning (None when all went
     well; otherwise the video was written without sound). The file appears at `path` once, complete
     (written under temporary names in its folder and renamed)."""
@@ -243,17 +249,15 @@ def write_video(path, frames, fps: float, sound: Optional[Sound]) -> Tuple[Path,
             if track is None:  # no sound in the clip: a silent video, nothing to say
                 io.replace_atomically(silent, path)
                 return path, None
-            if track.copyable and fmt != "webm":
-                _copy(silent, sound, muxed, fmt)
-                if _copy_is_in_sync(muxed, sound):
-                    io.replace_atomically(muxed, path)
-                    return path, None
+            if track.copyable and fmt != "webm" and _copy(silent, sound, muxed, fmt):
+                io.replace_atomically(muxed, path)
+                return path, None
             _encode(silent, track, muxed, fmt)
             io.replace_atomically(muxed, path)
             return path, None
-        except (SoundError, subprocess.TimeoutExpired, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - the sound is optional: any failure gives a silent video
             io.replace_atomically(silent, path)
-            return path, left_out(err)
+            return path, left_out(err if isinstance(err, SoundError) else f"{type(err).__name__}: {err}")
     finally:
         silent.unlink(missing_ok=True)
         muxed.unlink(missing_ok=True)
