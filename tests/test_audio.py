@@ -222,6 +222,24 @@ def test_other_codecs_rates_and_containers(result, media, tmp_path):
     assert check_beeps(save_video(later, tmp_path / "out.webm"), later) == "opus"  # WebM holds no AAC
 
 
+@pytest.mark.parametrize("delayed", ["video", "audio"])
+def test_streams_that_start_apart_stay_in_sync(result, media, tmp_path, delayed):
+    # The file's own sync holds: sound at time t plays with the frame shown at time t.
+    shifted = tmp_path / "shifted.mp4"
+    first = ["-itsoffset", "0.2"] if delayed == "video" else []
+    second = ["-itsoffset", "0.2"] if delayed == "audio" else []
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *first, "-i", str(media["video"]), *second,
+                    "-i", str(media["beeps"]), "-map", "0:v", "-map", "1:a", "-c", "copy", str(shifted)], check=True)
+    animation = made_from(result, shifted, 8, 0, 12)
+    out = save_video(animation, tmp_path / "out.mp4")
+    x, rate, first_time, stated, _ = decoded_sound(out)
+    # video first: its first frame is at 0.2 s of the file, so the beep at 0.5 s plays 0.3 s in;
+    # sound first: it starts 0.2 s after the first frame, so the beep plays at 0.7 s
+    want = [0.3, 1.05] if delayed == "video" else [0.7, 1.45]
+    assert onsets(x, rate) == pytest.approx(want, abs=TOLERANCE)
+    assert abs(first_time) < 1e-3 and abs(stated - 1.5) < 1 / 8
+
+
 def test_sound_shorter_than_the_video_is_padded_with_silence(result, media, tmp_path):
     short = mux(media["video"], tmp_path / "short.mp4", seconds=1.0)  # the sound stops after 1 s
     out = save_video(made_from(result, short, 8, 0, 12), tmp_path / "out.mp4")
