@@ -292,3 +292,26 @@ def test_choosing_official_x_dyna_on_this_machine_is_explained(page):
     error.first.wait_for(timeout=30_000)
     assert "embedded tiny model" in error.first.inner_text()
     shot(page, "app_official_without_gpu")
+
+
+def test_choosing_a_dancer_by_clicking_on_them(page, inputs, tmp_path):
+    """A clip with two people: the page shows them numbered from the left; a click on the right one
+    sets 'Dancer to follow' to Dancer 2 (which /extract then receives as person 2)."""
+    from test_people import A_LEFT, B_LEFT, FPS, _compose, _photos
+    from xdyna_core.io import write_video
+
+    clip = write_video(tmp_path / "duet.mp4", _compose(_photos(), [A_LEFT[:12], B_LEFT[:12]]), fps=FPS, crf=14)
+    upload(page, inputs[0], clip)
+    page.wait_for_selector("#dancers img", timeout=120_000)
+    assert "2 dancers" in page.inner_text("#facts")
+    img = page.locator("#dancers img")
+    box = img.bounding_box()
+    natural = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    # Dancer 2's box centre on the counting frame (Grace Hopper, right), in displayed pixels
+    # (the image keeps its aspect inside its box).
+    scale = min(box["width"] / natural[0], box["height"] / natural[1])
+    left = box["x"] + (box["width"] - natural[0] * scale) / 2
+    top = box["y"] + (box["height"] - natural[1] * scale) / 2
+    page.mouse.click(left + (B_LEFT[0] + 75) * scale, top + 250 * scale)
+    page.wait_for_function("() => document.querySelector('#dancer input').value === 'Dancer 2'", timeout=30_000)
+    shot(page, "dancer_chosen")
