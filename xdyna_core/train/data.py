@@ -117,6 +117,17 @@ class StepSampler(Sampler):
             m += 1
 
 
+class WithKeys(Dataset):
+    """``dataset[key]`` with the key added to the item (``item["key"]``): the trainer draws the
+    item's noise from its key (``losses.ItemNoise``) and can log which items it read."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, key: int) -> dict:
+        return dict(self.dataset[key], key=int(key))
+
+
 class KeyedDataset(Dataset):
     """Base class: ``get(index, epoch)`` builds an item; ``dataset[key]`` decodes the key."""
 
