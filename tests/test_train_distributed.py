@@ -85,8 +85,9 @@ def model_tensors(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Stage 1 from a fresh tiny model: 2 processes x batch 1 (checkpoint at step 2), the same
-    resumed from that checkpoint, 1 process x 2 accumulated micro-batches of 1, 1 process x
-    batch 2; and stage 0 (VAE phase under a wall-time budget, then the backbone) on 2 processes."""
+    resumed from that checkpoint on 2 processes and on 1 process x batch 2, 1 process x 2
+    accumulated micro-batches of 1, 1 process x batch 2; and stage 0 (VAE phase under a
+    wall-time budget, then the backbone) on 2 processes."""
     from xdyna_core.train.trainer import build_tiny_stage0, inflate_stage0, make_pipeline
 
     tmp = tmp_path_factory.mktemp("dist")
@@ -109,6 +110,9 @@ def runs(tmp_path_factory):
         ckpt = tmp / "two" / "checkpoints" / "checkpoint-0000002"
         shutil.copytree(ckpt, tmp / "resumed" / "checkpoints" / ckpt.name)
         logs["resumed"] = train(c1, tmp / "resumed", 2, "--resume", "latest")
+        # and on 1 process with the same global batch (batch 2)
+        shutil.copytree(ckpt, tmp / "resumed_one" / "checkpoints" / ckpt.name)
+        logs["resumed_one"] = train(c1, tmp / "resumed_one", 1, "--resume", "latest", "--set", "train_batch_size=2")
 
     def the_others():
         logs["accumulated"] = train(c1, tmp / "accumulated", 1, "--set", "gradient_accumulation_steps=2")
@@ -177,6 +181,34 @@ def test_checkpoint_and_resume_on_two_processes_is_exact(runs):
     losses = json.loads((tmp / "resumed" / "losses.json").read_text())
     assert losses == json.loads((tmp / "two" / "losses.json").read_text())
     assert model_bytes(tmp / "resumed") == model_bytes(tmp / "two")  # bit-identical final weights
+
+
+def test_resume_on_another_number_of_processes_with_the_same_global_batch(runs):
+    """A 2-process checkpoint resumed on 1 process x batch 2 reads the same items with the same
+    noise; a different global batch is refused."""
+    from xdyna_core.errors import InputError
+    from xdyna_core.train.config import load_config
+    from xdyna_core.train.trainer import Trainer
+
+    tmp, _ = runs
+    two, one = trace(tmp / "two"), trace(tmp / "resumed_one")[0]
+    assert [r["step"] for r in one] == [2, 3]
+    for r in one:
+        assert sorted(r["keys"][0]) == sorted(two[0][r["step"]]["keys"][0] + two[1][r["step"]]["keys"][0])
+    a = json.loads((tmp / "resumed_one" / "losses.json").read_text())
+    b = json.loads((tmp / "two" / "losses.json").read_text())
+    assert a[:2] == b[:2]  # from the checkpoint
+    torch.testing.assert_close(torch.tensor([l[2] for l in a[2:]]), torch.tensor([l[2] for l in b[2:]]),
+                               rtol=1e-5, atol=0)
+    ckpt = tmp / "two" / "checkpoints" / "checkpoint-0000002"
+    def resume(**over):
+        cfg = load_config(str(tmp / "stage1.yaml"), dict(over, output_dir=str(tmp / "other")))
+        return Trainer(cfg, resume=str(ckpt), progress_bar=False, log=lambda *_: None)
+
+    assert resume(gradient_accumulation_steps=2).state["step"] == 2  # 1 process x 2 x 1 item: allowed
+    for over in ({"train_batch_size": 3}, {"train_batch_size": 2, "gradient_accumulation_steps": 2}):
+        with pytest.raises(InputError, match="global batch"):
+            resume(**over)
 
 
 def test_same_global_batch_same_training_on_one_or_two_processes(runs):

@@ -332,10 +332,12 @@ class Phase:
 
 
 def global_batches(config: dict, num_processes: int) -> dict:
-    """Items per optimiser step of each phase: batch size x gradient accumulation x processes."""
-    ga, s0 = config["gradient_accumulation_steps"] * num_processes, config.get("stage0", {})
-    return {"stage": config["train_batch_size"] * ga, "vae": s0.get("vae_batch_size", 0) * ga,
-            "backbone": s0.get("backbone_batch_size", 0) * ga}
+    """Items per optimiser step of each phase of the stage: batch size x gradient accumulation x
+    processes."""
+    n = config["gradient_accumulation_steps"] * num_processes
+    if str(config["stage"]) == "0":
+        return {"vae": config["stage0"]["vae_batch_size"] * n, "backbone": config["stage0"]["backbone_batch_size"] * n}
+    return {"video": config["train_batch_size"] * n}
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -510,9 +512,12 @@ class Trainer:
         self.state["phase"] = phase.name
         objective.train()
         ga, r, n = cfg.gradient_accumulation_steps, acc.process_index, acc.num_processes
-        self.say(f"{phase.name}: steps {step}..{end - 1}, {ga} micro-batch(es) of {phase.batch_size} per step on "
-                 f"each of {n} process(es) (global batch {phase.batch_size * ga * n}); this process reads every "
-                 f"{n}th micro-batch of the item stream, starting with micro-batch {(step - phase.start) * ga * n + r}")
+        plan = (f"{phase.name}: steps {step}..{end - 1}, {ga} micro-batch(es) of {phase.batch_size} item(s) per step "
+                f"and process, global batch {phase.batch_size * ga * n}")
+        if n > 1:
+            plan += (f"; this process reads micro-batches {r}, {r + n}, {r + 2 * n}, ... of the item stream "
+                     f"(from micro-batch {(step - phase.start) * ga * n + r})")
+        self.say(plan)
         noise_device = self.device if self.device.type == "cuda" else "cpu"
 
         loader = iter(self._loader(phase.dataset, phase.batch_size, step - phase.start))
