@@ -26,6 +26,7 @@ a SHA-256 of the trained weights after every step (tests/test_train_distributed.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import importlib
 import json
@@ -361,7 +362,8 @@ class Trainer:
         # Started as several processes (accelerate launch --multi_gpu, torchrun) on a machine
         # without CUDA: accelerate only sets up CPU data parallelism (gloo) when told the device
         # is the CPU; otherwise every process would train alone on the same items.
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = max(int(os.environ.get(k, "1")) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+                                                          "MV2_COMM_WORLD_SIZE"))  # torchrun, mpirun
         self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision if not cpu else "no",
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -372,7 +374,7 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.out)),
         )
         if self.accelerator.num_processes != world:
-            raise InputError(f"started as {world} processes (WORLD_SIZE) but accelerate runs "
+            raise InputError(f"started as {world} processes but accelerate runs "
                              f"{self.accelerator.num_processes}: launch with `accelerate launch --multi_gpu "
                              "--num_processes N` (add `--device cpu` on a machine without CUDA)")
         set_seed(cfg.seed)
@@ -532,7 +534,8 @@ class Trainer:
         total_budget = cfg.max_minutes * 60 if cfg.max_minutes else None
         limit = phase.end  # the step count the config allows; a time budget can only lower it
         mark_step, mark_t, next_check = step + 2, None, 8  # skip 2 warm-up steps, then re-estimate
-        first_step, items_read = step, []
+        # what this process read, for its closing log line (the first and the last keys)
+        first_step, num_read, first_keys, last_keys = step, 0, [], collections.deque(maxlen=16)
 
         while step < end:
             micro_losses, micro_keys = [], []
@@ -558,7 +561,9 @@ class Trainer:
                 raise RuntimeError(f"loss became {step_loss} at step {step} ({phase.name}); lower the learning rate")
             if cfg.trace:
                 self._trace(step, phase, micro_keys, float(local_loss))
-            items_read += [k for keys in micro_keys for k in keys]
+            for k in (k for keys in micro_keys for k in keys):
+                num_read += 1
+                (first_keys if len(first_keys) < 16 else last_keys).append(k)
             self.state["losses"].append([step, phase.name, step_loss])
             step += 1
             self.state["step"] = step
@@ -603,10 +608,10 @@ class Trainer:
                 phase.validate(step)
         if bar is not None:
             bar.close()
-        self.say(f"{phase.name}: trained steps {first_step}..{step - 1} on {len(items_read)} items of its own "
-                 f"(keys {_ranges(items_read)}), weights synchronised with the other processes every step"
-                 if n > 1 else f"{phase.name}: trained steps {first_step}..{step - 1} on {len(items_read)} items "
-                 f"(keys {_ranges(items_read)})")
+        keys = _ranges(first_keys) + (f", ..., {_ranges(last_keys)}" if last_keys else "")
+        self.say(f"{phase.name}: trained steps {first_step}..{step - 1} on {num_read} items of its own (keys {keys}), "
+                 "weights synchronised with the other processes every step" if n > 1 else
+                 f"{phase.name}: trained steps {first_step}..{step - 1} on {num_read} items (keys {keys})")
         self.state["phase_end"][phase.name] = step
         self.save_checkpoint(step)
         acc.free_memory()
@@ -789,8 +794,11 @@ class Trainer:
             if cn_face is not None:
                 cn_face.enable_gradient_checkpointing()
         use_face = cfg.stage == "2"
-        dataset = build_video_dataset(cfg, human_only=use_face, identity_swap=use_face,
-                                      windows_per_clip=cfg.data.windows_per_clip)
+        # Video folders are preprocessed once into a cache: the main process fills it, then the
+        # others find their clips there (instead of every process extracting every clip).
+        with self.accelerator.main_process_first():
+            dataset = build_video_dataset(cfg, human_only=use_face, identity_swap=use_face,
+                                          windows_per_clip=cfg.data.windows_per_clip)
         text = self._text(comps)
         objective = VideoObjective(unet, cn, proj, comps["vae"], comps["image_encoder"], comps["feature_extractor"],
                                    text, self._alphas(comps), controlnet_face=cn_face, use_face=use_face,
@@ -890,7 +898,7 @@ def _ranges(keys: List[int]) -> str:
             j += 1
         out.append(str(keys[i]) if i == j else f"{keys[i]}-{keys[j]}")
         i = j + 1
-    return ", ".join(out) if len(out) <= 8 else ", ".join(out[:4] + ["..."] + out[-3:])
+    return ", ".join(out)
 
 
 def _tail_mean(values, n):
