@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from xdyna_core.cli import main
 from xdyna_core.distributed import World, describe_share, rebuild_error, share
 from xdyna_core.errors import InputError
 from xdyna_core.pipeline import XDynaPipeline
@@ -118,3 +119,119 @@ def test_shares_are_contiguous_balanced_and_cover_everything():
     assert describe_share(share(1, 1, 2), 1, "windows") == "no windows (of 1)"
     assert type(rebuild_error(1, "InputError", "bad photo")) is InputError
     assert "rank 1 failed: RuntimeError: boom" in str(rebuild_error(1, "RuntimeError", "boom"))
+
+
+# ------------------------------------------------------------------------------ the command line
+
+CLI_SETTINGS = ["--preset", "tiny-offline", "--size", "64x128", "--steps", "2", "--seed", "4"]
+
+
+def _env(cache):
+    # torch's CPU results depend on the thread count: one thread per process in both runs
+    return dict(os.environ, OMP_NUM_THREADS="1", XDYNA_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1")
+
+
+def _xdyna(args, cache, processes=1, timeout=240):
+    launcher = [] if processes == 1 else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                          str(processes)]
+    cmd = [sys.executable, *launcher, "-m", "xdyna_core.cli", "animate", *map(str, args)]
+    return subprocess.run(cmd, env=_env(cache), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A real photograph (scikit-image's astronaut), a 40-frame clip made by moving it, and a
+    'photo' that is not an image."""
+    import cv2
+    import skimage.data
+    from PIL import Image
+
+    from xdyna_core.io import write_video
+
+    folder = tmp_path_factory.mktemp("media")
+    img = cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+    Image.fromarray(img).save(folder / "astronaut.png")
+    frames = []
+    for t in range(40):
+        m = cv2.getRotationMatrix2D((128, 128), 6 * np.sin(t / 4), 1 + 0.05 * np.sin(t / 6))
+        m[0, 2] += 6 * np.sin(t / 3)
+        frames.append(cv2.warpAffine(img, m, (256, 256), borderMode=cv2.BORDER_REFLECT))
+    write_video(folder / "dance.mp4", np.stack(frames), 15)
+    (folder / "notes.png").write_text("not a picture")
+    return folder
+
+
+def test_torchrun_two_processes_write_the_file_of_one(media, tmp_path):
+    args = ["--image", media / "astronaut.png", "--video", media / "dance.mp4", "--max-frames", "40", *CLI_SETTINGS]
+    one = _xdyna([*args, "-o", tmp_path / "one.mp4", "-q"], tmp_path / "cache1")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _xdyna([*args, "-o", tmp_path / "two.mp4"], tmp_path / "cache2", processes=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "two.mp4").read_bytes() == (tmp_path / "one.mp4").read_bytes()
+    # 40 frames, window 16 / overlap 4: 3 windows, rank 0 takes two
+    assert "rank 0/2: denoising windows 1-2 of 3" in two.stderr and "rank 1/2: denoising window 3 of 3" in two.stderr
+    assert "rank 0/2: extracted the motion and shared it" in two.stderr
+    assert two.stdout.count("wrote ") == 1  # rank 0 writes and reports, alone
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".mp4") == ["one.mp4", "two.mp4"]
+
+
+def test_torchrun_input_error_ends_every_rank_with_the_message(media, tmp_path):
+    done = _xdyna(["--image", media / "notes.png", "--video", media / "dance.mp4", *CLI_SETTINGS,
+                   "-o", tmp_path / "out.mp4", "-q"], tmp_path / "cache", processes=2, timeout=120)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 2 and lines[0] == lines[1] and "notes.png" in lines[0], done.stderr[-3000:]
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def _jobs(media, folder):
+    """Three jobs, the third with a photo that is not an image; paths relative to the CSV."""
+    folder.mkdir()
+    rows = [["image", "video", "output", "seed", "max_frames"],
+            ["../media_link/astronaut.png", "../media_link/dance.mp4", "out/a.mp4", "1", "8"],
+            ["../media_link/astronaut.png", "../media_link/dance.mp4", "out/b.mp4", "2", ""],
+            ["../media_link/notes.png", "../media_link/dance.mp4", "out/bad.mp4", "3", "8"]]
+    link = folder.parent / "media_link"
+    if not link.exists():
+        link.symlink_to(media)
+    with open(folder / "jobs.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return folder / "jobs.csv"
+
+
+def test_batch_in_one_and_two_processes_gives_the_same_files_and_resumes(media, tmp_path, monkeypatch, capsys):
+    settings = ["--preset", "tiny-offline", "--size", "64x128", "--steps", "2", "--max-frames", "12", "-q"]
+    one = _jobs(media, tmp_path / "one")
+    done = _xdyna(["--batch", one, *settings], tmp_path / "cache1")
+    assert done.returncode == 1, done.stderr[-3000:]  # one job failed, the others ran
+    assert "batch: 3 jobs: 2 ok, 0 skipped, 1 failed" in done.stdout
+    bad = [line for line in done.stdout.splitlines() if "bad.mp4" in line][0]
+    assert "failed" in bad and "notes.png" in bad
+    files = {name: (tmp_path / "one" / "out" / name).read_bytes() for name in ("a.mp4", "b.mp4")}
+    assert files["a.mp4"] != files["b.mp4"]
+    assert sorted(p.name for p in (tmp_path / "one" / "out").iterdir()) == ["a.mp4", "b.mp4"]  # nothing else left
+
+    two = _jobs(media, tmp_path / "two")
+    (tmp_path / "two" / "out").mkdir()
+    (tmp_path / "two" / "out" / "a.mp4").write_bytes(b"from a killed run")
+    done = _xdyna(["--batch", two, "--overwrite", *settings[:-1]], tmp_path / "cache2", processes=2)
+    assert done.returncode != 0, done.stderr[-3000:]
+    assert done.stdout.count("batch: 3 jobs: 2 ok, 0 skipped, 1 failed") == 1  # rank 0 reports for all
+    assert "rank 0/2: jobs 1, 3 of 3" in done.stderr and "rank 1/2: jobs 2 of 3" in done.stderr
+    for name, data in files.items():
+        assert (tmp_path / "two" / "out" / name).read_bytes() == data, name
+
+    monkeypatch.setenv("XDYNA_CACHE_DIR", str(tmp_path / "cache2"))
+    assert main(["animate", "--batch", str(two), *settings]) == 1  # a rerun skips what is done
+    assert "batch: 3 jobs: 0 ok, 2 skipped, 1 failed" in capsys.readouterr().out
+
+
+def test_batch_refuses_single_job_flags_and_a_wrong_header(media, tmp_path, capsys):
+    jobs = _jobs(media, tmp_path / "jobs")
+    assert main(["animate", "--batch", str(jobs), "--image", str(media / "astronaut.png")]) == 2
+    assert "leave out --image" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("photo,video,output\na.png,b.mp4,c.mp4\n")
+    assert main(["animate", "--batch", str(tmp_path / "bad.csv")]) == 2
+    assert "unknown column(s) photo" in capsys.readouterr().err
+    assert main(["animate", "--video", str(media / "dance.mp4")]) == 2
+    assert "give --image and -o/--output" in capsys.readouterr().err

@@ -18,6 +18,7 @@ seconds, default 1800) for what remains (a rank killed outright; `torchrun` then
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from contextlib import contextmanager
@@ -56,12 +57,12 @@ def share(count: int, rank: int, size: int) -> range:
 
 
 def describe_share(items: range, count: int, noun: str) -> str:
-    """A share in words, 1-based as people count: 'windows 3-4 of 4', 'frames 5 of 8',
-    'no windows (of 1)'."""
+    """A share in words, 1-based as people count: 'windows 3-4 of 4', 'frame 5 of 8',
+    'no windows (of 1)' (`noun` plural)."""
     if len(items) == 0:
         return f"no {noun} (of {count})"
     first, last = items.start + 1, items.stop
-    return f"{noun} {first}-{last} of {count}" if last > first else f"{noun} {first} of {count}"
+    return f"{noun} {first}-{last} of {count}" if last > first else f"{noun[:-1]} {first} of {count}"
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,15 @@ def init_from_env(quiet: bool = False) -> Tuple[Optional[World], bool]:
         torch.cuda.set_device(local)
     dist.init_process_group(backend=backend(), init_method="env://", timeout=timeout())
     return current_world(quiet), True
+
+
+def auto_world() -> Optional[World]:
+    """For `animate(world="auto")`: the initialised group's world; under torchrun / accelerate
+    launch without one (WORLD_SIZE > 1), join the group (left at exit); else None."""
+    world, created = init_from_env()
+    if created:
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return world
 
 
 @contextmanager

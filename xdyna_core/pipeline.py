@@ -792,7 +792,8 @@ class XDynaPipeline(DiffusionPipeline):
             groups, my_groups, _ = _window_share(len(windows[0][0]), speed.window_batch_size, world)
             mine = [j for g in my_groups for j in groups[g]]
             mine = range(mine[0], mine[-1] + 1) if mine else range(0)
-            world.log(f"{describe_share(mine, len(windows[0][0]), 'windows')} at each of {len(timesteps)} steps")
+            steps = f"{len(timesteps)} step{'s' if len(timesteps) != 1 else ''}"
+            world.log(f"denoising {describe_share(mine, len(windows[0][0]), 'windows')} at each of {steps}")
 
         # 4. denoising loop
         self._num_timesteps = len(timesteps)
@@ -1020,7 +1021,7 @@ class XDynaPipeline(DiffusionPipeline):
         mine = range(len(starts)) if world is None else world.share(len(starts))
         if world is not None:
             first, last = starts[mine[0]] if mine else 0, min(frames.shape[0], starts[mine[-1]] + chunk) if mine else 0
-            world.log(describe_share(range(first, last), frames.shape[0], "frames") + " decoded")
+            world.log("decoding " + describe_share(range(first, last), frames.shape[0], "frames"))
         out = []
         with (world.together() if world is not None else nullcontext()):
             for done, ci in enumerate(mine, 1):
