@@ -499,7 +499,8 @@ def animate(photo, clip_or_motion, settings: Union[Settings, dict, None] = None,
     a `World` names it, None keeps this process alone): every rank calls `animate` with the same
     arguments; rank 0 reads the photo and extracts the motion and shares both, each rank loads
     the model on its own device (cuda:LOCAL_RANK) and denoises its share of the windows, and every
-    rank returns the same `Animation` (only rank 0's motion keeps the driving frames)."""
+    rank returns the same `Animation` (only rank 0's motion keeps the driving frames). Under torchrun
+    a rank that animates alone (its own job) passes `world=None`."""
     if not isinstance(settings, Settings):
         settings = resolve_settings(model=model, **(settings or {}))
     settings.validate(limits)

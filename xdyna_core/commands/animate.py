@@ -347,8 +347,9 @@ def read_jobs(path) -> List[BatchJob]:
     return jobs
 
 
-def run_job(args, job: BatchJob) -> JobResult:
-    """One job in this process (the windows are not shared: each process runs whole jobs)."""
+def run_job(args, job: BatchJob, world=None) -> JobResult:
+    """One job in this process (the windows are not shared: each process runs whole jobs, on its
+    own GPU under torchrun)."""
     if job.problem:
         return JobResult(job.row, job.output, "failed", reason=f"row {job.row}: {job.problem}")
     if Path(job.output).exists() and not args.overwrite:
@@ -358,6 +359,8 @@ def run_job(args, job: BatchJob) -> JobResult:
     started = time.monotonic()
     try:
         settings, driving = prepare(job_args)
+        if world is not None:
+            settings = replace(settings, device=world.device(settings.device))
         animate_and_save(job_args, settings, driving, world=None)
     except XDynaError as err:
         return JobResult(job.row, job.output, "failed", time.monotonic() - started, str(err))
@@ -378,7 +381,7 @@ def run_batch(args) -> int:
             world.log(f"jobs {', '.join(str(j.row) for j in mine) or 'none'} of {len(jobs)}")
         results = []
         for job in mine:
-            results.append(run_job(args, job))
+            results.append(run_job(args, job, world))
             if world is not None:
                 world.log(f"job {job.row} {results[-1].status}")
         if world is not None:  # every rank learns every result, so all exit alike
