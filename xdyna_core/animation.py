@@ -527,10 +527,10 @@ def animate(photo, clip_or_motion, settings: Union[Settings, dict, None] = None,
                   f"{motion.num_frames} frames at {format_size(*motion.size)}")
         settings = replace(settings, device=world.device(settings.device))  # each rank its own GPU
     timings["extract"] = time.monotonic() - started
-    job.check()
 
     started = time.monotonic()
-    with (world.together() if world is not None else nullcontext()):  # a rank failing to load stops all
+    with (world.together() if world is not None else nullcontext()):  # a rank cancelled or failing to load stops all
+        job.check()
         loaded = load_model(settings, models, offload=offload, progress=progress)
     timings["load"] = time.monotonic() - started
     started = time.monotonic()

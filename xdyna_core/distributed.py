@@ -13,7 +13,8 @@ runs on rank i % world size.
 A failure on one rank must not leave the others waiting in a collective: the engine runs each
 stretch of per-rank work inside `World.together()`, which shares every rank's error (or None)
 and raises the same error on all of them. The process group has a timeout (`XDYNA_DIST_TIMEOUT`
-seconds, default 1800) for what remains (a rank killed outright; `torchrun` then stops the rest).
+seconds, default 1800; `--batch`: 30 days, its ranks meet only at the end) for what remains (a
+rank killed outright; `torchrun` then stops the rest).
 """
 
 from __future__ import annotations
@@ -198,10 +199,11 @@ def timeout() -> timedelta:
         raise InputError(f"XDYNA_DIST_TIMEOUT must be a number of seconds, got {seconds!r}") from None
 
 
-def init_from_env(quiet: bool = False) -> Tuple[Optional[World], bool]:
+def init_from_env(quiet: bool = False, wait: Optional[timedelta] = None) -> Tuple[Optional[World], bool]:
     """Join the process group that torchrun / accelerate launch describe in the environment
-    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) when WORLD_SIZE > 1. Returns
-    (world or None, whether this call created the group, so the caller destroys it)."""
+    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) when WORLD_SIZE > 1; `wait`: how long
+    a collective may wait for the other ranks (default `timeout()`). Returns (world or None,
+    whether this call created the group, so the caller destroys it)."""
     if dist.is_available() and dist.is_initialized():
         return current_world(quiet), False
     if env_world_size() < 2:
@@ -214,7 +216,7 @@ def init_from_env(quiet: bool = False) -> Tuple[Optional[World], bool]:
             raise ModelUnavailable(f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} GPU(s): "
                                    f"start at most that many processes per node (--nproc_per_node)")
         torch.cuda.set_device(local)
-    dist.init_process_group(backend=backend(), init_method="env://", timeout=timeout())
+    dist.init_process_group(backend=backend(), init_method="env://", timeout=wait or timeout())
     return current_world(quiet), True
 
 
@@ -228,10 +230,11 @@ def auto_world() -> Optional[World]:
 
 
 @contextmanager
-def session(quiet: bool = False):
+def session(quiet: bool = False, wait: Optional[timedelta] = None):
     """`with session() as world:` the world of a torchrun / accelerate launch start (None for one
-    process); the group is destroyed on leaving if this session created it."""
-    world, created = init_from_env(quiet)
+    process); the group is destroyed on leaving if this session created it. `wait` as in
+    `init_from_env`."""
+    world, created = init_from_env(quiet, wait)
     try:
         yield world
     finally:

@@ -41,6 +41,7 @@ import csv
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -374,7 +375,8 @@ def run_batch(args) -> int:
     if given:
         raise InputError(f"--batch takes each job's files from the CSV's columns; leave out {', '.join(given)}")
     jobs = read_jobs(args.batch)
-    with distributed.session(quiet=args.quiet) as world:
+    # The ranks meet only at the end, to share their results: one may wait there for hours.
+    with distributed.session(quiet=args.quiet, wait=timedelta(days=30)) as world:
         rank, size = (world.rank, world.size) if world is not None else (0, 1)
         mine = [job for i, job in enumerate(jobs) if i % size == rank]
         if world is not None:
