@@ -241,3 +241,8 @@ def test_batch_refuses_single_job_flags_and_a_wrong_header(media, tmp_path, caps
     assert "unknown column(s) photo" in capsys.readouterr().err
     assert main(["animate", "--video", str(media / "dance.mp4")]) == 2
     assert "give --image and -o/--output" in capsys.readouterr().err
+    (tmp_path / "rows.csv").write_text(f"image,video,output,seed\n{media}/astronaut.png,{media}/dance.mp4,a.mp4,x\n"
+                                       f"{media}/astronaut.png,{media}/dance.mp4,a.mp4,1\n")
+    assert main(["animate", "--batch", str(tmp_path / "rows.csv"), "-q"]) == 1  # wrong rows fail, one by one
+    out = capsys.readouterr().out
+    assert "row 1: seed must be a whole number, got 'x'" in out and "row 2: same output as row 1" in out

@@ -323,7 +323,7 @@ def read_jobs(path) -> List[BatchJob]:
     missing = [h for h in ("image", "output") if h not in header]
     if missing or not ({"video", "motion"} & set(header)):
         raise InputError(f"--batch: {path.name} needs the columns image, video (or motion) and output")
-    jobs = []
+    jobs, outputs = [], {}
     for number, cells in enumerate(rows[1:], 1):
         values = {h: c.strip() for h, c in zip(header, cells) if c.strip()}
         job = BatchJob(row=number, output=values.get("output", ""))
@@ -336,6 +336,10 @@ def read_jobs(path) -> List[BatchJob]:
             problems.append("image and output are required")
         if bool(job.paths["video"]) == bool(job.paths["motion"]):
             problems.append("give a video or a motion (not both)")
+        if job.output:  # two processes writing one file: the second row is refused
+            first = outputs.setdefault(str(Path(job.output).resolve()), number)
+            if first != number:
+                problems.append(f"same output as row {first}")
         for column, (dest, kind) in BATCH_SETTINGS.items():
             if column in values:
                 try:
