@@ -10,12 +10,20 @@
 and caches the result (`.npz`, keyed by the content of both files and every setting), so the
 second extraction of the same clip is instant.
 
+Speed: the embedded estimator runs on the two halves of the clip at once (a tracking graph each)
+and the controls are drawn on both cores. Several people: `person=N` follows dancer N as
+`people.find_dancers` numbers them (1 = leftmost), see people.py; without it, the most visible
+person (the estimator's own choice, made consistent by `pose.track_main_person`).
+
 Policies (each a documented fallback, never a traceback):
 - no person in the photo → InputError; several people in the photo → the biggest one
   (largest keypoint box) is animated, and `Motion.warnings` says so;
 - no person in any driving frame → InputError; in some frames → a black skeleton image for those
   frames and `person_found[t] = False` (black is what the model saw for "no person");
-- no face in a frame → black face patches and `face_found[t] = False`.
+- no face in a frame → black face patches and `face_found[t] = False`;
+- nobody during the first second or more → the motion starts where the person first appears
+  (`Motion.warnings` names the second); a chosen dancer (`person`) not seen during the last
+  second or more has left for good → InputError naming the second and the frames to keep.
 
 Face patches and retargeting: retargeting moves and rescales the skeleton, so the driving face
 must move with it or the S-Face control would sit somewhere else than the skeleton's head. For
@@ -54,9 +62,12 @@ from .pose import MIN_CONFIDENCE, Keypoints, get_estimator, smooth_keypoints, tr
 from .retarget import retarget_sequence
 
 FORMAT_VERSION = 1  # of the .npz layout
-CACHE_VERSION = "motion-1"  # bump when extraction results change, to invalidate old cache entries
+CACHE_VERSION = "motion-2"  # bump when extraction results change, to invalidate old cache entries
 DEFAULT_MAX_FRAMES = 600  # frames extracted per clip unless asked otherwise (40 s at 15 fps)
-DEFAULT_ANALYSIS_SIDE = 512  # pose estimation runs on frames downscaled to this longest side
+# Pose estimation runs on frames downscaled to this longest side. 512×896 clips go in as decoded:
+# the models crop their own fixed-size inputs, so downscaling first only cost ~6 ms a frame and a
+# little accuracy (benchmarks/extract_speed.py).
+DEFAULT_ANALYSIS_SIDE = 1024
 DEFAULT_FPS = 15.0  # official launchers save at 15 fps; None keeps the clip's own rate
 HEAD_POINTS = (0, 14, 15, 16, 17)  # nose, eyes, ears (OpenPose-18)
 RETARGET_MODES = ("none", "global", "limbs")
@@ -336,7 +347,8 @@ def _head_transform(driving: np.ndarray, retargeted: np.ndarray, min_conf: float
     return 1.0, np.zeros(2)
 
 
-def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray, rt: np.ndarray, min_conf: float):
+def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray, rt: np.ndarray, min_conf: float,
+                            out: Optional[np.ndarray] = None):
     """S-Face patches for one source frame: the driving face on the canvas, moved with the
     retargeted head. Only the official face box is warped from the source frame (framing and head
     move composed into one map): the local eye/mouth rectangles always lie inside that box, so the
@@ -359,7 +371,7 @@ def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray
     canvas = np.zeros((H, W, 3), np.uint8)
     canvas[y0:y1, x0:x1] = cv2.warpAffine(frame, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return face_patches(canvas, face)
+    return face_patches(canvas, face, out=out)
 
 
 def extract_motion(
@@ -563,9 +575,9 @@ def extract_motion(
             kp_drv[t] = drv_kp[t].to_array()
             kp_rt[t] = rt_kp[t].to_array()
             pose_images[t] = draw_pose(rt_kp[t], H, W)
-            patches, found = _face_patches_for_frame(video.frames[t], drv_framing, kp_drv[t], kp_rt[t], MIN_CONFIDENCE)
-            if found:
-                face_images[t], face_found[t] = patches, True
+            # drawn straight into the black face_images[t]; where no face is found it stays black
+            _, face_found[t] = _face_patches_for_frame(video.frames[t], drv_framing, kp_drv[t], kp_rt[t], MIN_CONFIDENCE,
+                                                       out=face_images[t])
 
     # frames are independent: both cores draw (OpenCV and numpy let go of the GIL)
     _in_parallel([range(k, n, workers()) for k in range(workers())], lambda part, tick: [(draw(t), tick()) for t in part],

@@ -15,7 +15,8 @@ frame with the most people (the earliest of those) is the counting frame; dancer
 by the centre of their body box from left to right.
 
 Following (`follow_dancer`, used by `extract_motion(person=N)`): starting on the counting frame,
-forwards to the end and backwards to the start (two threads), the chosen dancer's region is
+forwards to the end and backwards to the start (threads; a long forward part in two halves, the
+second one starting by finding the dancer by its look as after an exit), the chosen dancer's region is
 tracked from frame to frame by the body landmark model itself (the region the landmarks give for
 the next frame). Every frame is checked against the dancers' looks on the counting frame (a colour
 histogram of the torso): when the tracked torso looks more like another dancer than like the
@@ -46,6 +47,7 @@ WINDOW_S = 10.0  # dancers are counted in the first seconds of the clip
 SAMPLES = 8  # frames looked at for counting
 COUNT_SIDE = 640  # longest side of the frames used for counting
 MAX_LOOK_DISTANCE = 0.6  # Bhattacharyya distance above which a torso is nobody we know
+SPLIT_MIN_FRAMES = 48  # a forward part at least twice this long is followed in two halves at once
 LABEL_COLOURS = ((255, 80, 80), (80, 200, 255), (120, 230, 80), (255, 200, 40), (220, 120, 255), (255, 140, 200))
 
 
@@ -264,11 +266,12 @@ def _is_dancer(look, chosen: int, looks: Sequence) -> bool:
     return all(d <= look_distance(look, other) for k, other in enumerate(looks) if k != chosen)
 
 
-def _follow(frames, order: Sequence[int], start: Roi, chosen: int, looks: Sequence, out: list,
+def _follow(frames, order: Sequence[int], start: Optional[Roi], last: Roi, chosen: int, looks: Sequence, out: list,
             done: list, slot: int, stop: threading.Event) -> None:
-    """Follow the chosen dancer over frames[order] (one direction) into out[index]."""
+    """Follow the chosen dancer over frames[order] (one direction) into out[index], from its region
+    `start` on the first of them (None: find it first, nearest to `last` where several look alike)."""
     whole, body, detector = WholeBodyByRoi(), WholeBodyByRoi(body_only=True), PersonDetector()
-    roi, last = start, start
+    roi = start
     try:
         for i in order:
             if stop.is_set():
@@ -328,24 +331,32 @@ def follow_dancer(frames: np.ndarray, dancers: Dancers, person: int, start_index
         raise InputError(f"dancer {person}'s body is not clearly visible on the frame where the dancers are counted "
                          f"({dancers.time:.1f} s); choose another dancer")
     out: list = [None] * n
-    done = [0, 0]
     stop = threading.Event()
     errors: list = []
+    roi = starts[chosen].roi
+    # (frames, region on the first one): forwards and backwards from the counting frame; a long
+    # forward part is cut in two, the second half finding the dancer by its look first, so both
+    # cores work (the dancer is found again the way it is after leaving the frame)
+    parts = [(range(start_index, n), roi), (range(start_index - 1, -1, -1), roi)]
+    if n - start_index >= 2 * SPLIT_MIN_FRAMES and workers() > 1:
+        mid = start_index + (n - start_index) // 2
+        parts[0:1] = [(range(start_index, mid), roi), (range(mid, n), None)]
+    done = [0] * len(parts)
 
-    def run(order, slot):
+    def run(slot, order, first):
         try:
-            _follow(frames, order, starts[chosen].roi, chosen, looks, out, done, slot, stop)
+            _follow(frames, order, first, roi, chosen, looks, out, done, slot, stop)
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
             errors.append(err)
             stop.set()
 
-    threads = [threading.Thread(target=run, args=(range(start_index, n), 0), daemon=True),
-               threading.Thread(target=run, args=(range(start_index - 1, -1, -1), 1), daemon=True)]
+    threads = [threading.Thread(target=run, args=(k, order, first), daemon=True)
+               for k, (order, first) in enumerate(parts) if len(order)]
     for t in threads:
         t.start()
     try:
         while any(t.is_alive() for t in threads):
-            threads[0].join(0.1) if threads[0].is_alive() else threads[1].join(0.1)
+            next((t for t in threads if t.is_alive()), threads[0]).join(0.1)
             if progress is not None and progress(sum(done), n) is False:
                 stop.set()
                 raise Cancelled("motion extraction stopped by the user")
