@@ -142,6 +142,26 @@ def test_the_chosen_dancer_is_followed_through_crossing_and_exit(media, person):
         assert np.linalg.norm(centre - mine) < np.linalg.norm(centre - theirs)
 
 
+def test_without_a_choice_the_halves_of_the_clip_follow_one_person(tmp_path):
+    """The embedded estimator runs on both halves of the clip at once; the second half's tracker
+    starts on whoever is most prominent there. Here the astronaut shrinks while Hopper grows, so it
+    starts on Hopper: the second half is analysed again from where the first left off."""
+    photos = _photos()
+    frames = []
+    for t in range(32):
+        a = t / 31
+        img = np.full((H, W, 3), 35, np.uint8)
+        for p, s, x0 in ((photos[0], 1.1 - 0.6 * a, 5), (photos[1], 0.5 + 0.6 * a, 200)):
+            q = cv2.resize(p, (int(p.shape[1] * s), int(p.shape[0] * s)))[: H - 120, : W - x0]
+            img[120:120 + q.shape[0], x0:x0 + q.shape[1]] = q
+        frames.append(img)
+    write_video(tmp_path / "swap.mp4", np.stack(frames), fps=FPS)
+    m = extract_motion(tmp_path / "swap.mp4", None, size=SIZE, fps=None, retarget="none", cache_dir=False)
+    framing = Framing.from_dict(m.framing["driving"])
+    x = [framing.inverse_points(m.driving_keypoints[t, :1, :2])[0, 0] for t in range(20)]
+    assert m.person_found[:20].all() and max(x) < 150  # the astronaut, on the left, across frame 16
+
+
 def test_dancer_numbers_beyond_the_clip_are_refused(media):
     d, _, _ = media
     with pytest.raises(InputError, match="the clip shows 2 dancers; choose 1 or 2"):
@@ -191,3 +211,21 @@ def test_cli_lists_dancers_and_follows_the_chosen_one(media, tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "the clip shows 2 dancers; choose 1 or 2" in bad.stderr
     assert not (tmp_path / "n.npz").exists()
+
+
+def test_person_is_a_motion_setting():
+    from xdyna_core.animation import MotionSettings, resolve_settings
+
+    assert resolve_settings(model="tiny", person=2).motion.person == 2
+    assert resolve_settings(model="tiny").motion.person is None
+    with pytest.raises(InputError, match="person must be a dancer number from 1"):
+        resolve_settings(model="tiny", person=0)
+    with pytest.raises(InputError, match="person must be a dancer number from 1"):
+        MotionSettings(person=-2).validate()
+    from xdyna_core.commands.animate import add_motion_arguments
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_motion_arguments(parser)
+    assert parser.parse_args(["--person", "3"]).person == 3

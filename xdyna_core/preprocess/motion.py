@@ -705,8 +705,10 @@ class _Stopped(Exception):
 
 def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side: int, pose_every: int, report):
     """The most visible person per analysed frame (the estimator's own choice), made consistent by
-    `track_main_person` and interpolated to every frame. The embedded estimator runs on two halves
-    of the clip at once (one tracking graph each), which uses both cores.
+    `track_main_person` and interpolated to every frame. The embedded estimator runs on the two
+    halves of the clip at once (one tracking graph each), which uses both cores; when the second
+    half's graph starts on another person than the one the first half's was following (several
+    people), the second half is analysed again by the first half's graph, as one pass would have.
     Returns (track, estimator class name, frames analysed again)."""
     n = len(video)
     analysed = sorted(set(range(0, n, pose_every)) | {n - 1})
@@ -718,6 +720,17 @@ def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side:
         k = workers()
         parts = [list(range(len(analysed) * i // k, len(analysed) * (i + 1) // k)) for i in range(k)]
     used = [type(estimator).__name__ if not own else None]
+    graphs: dict = {}  # part index -> (estimator, retry), closed at the end
+
+    def run(part, tick, est, retry):
+        for j in part:
+            frame = video.frames[analysed[j]]
+            people = [p for p in est(frame) if p.has_body()]
+            if not people and retry is not None:
+                retried.append(j)
+                people = [p for p in retry(frame) if p.has_body()]
+            per_frame[j] = people
+            tick()
 
     def work(part, tick):
         est = estimator if not own else _make_estimator(est_name, video=True, analysis_side=analysis_side)
@@ -725,24 +738,39 @@ def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side:
         # Video-mode (tracking) estimators sometimes lose a person they would find from scratch: a
         # frame where tracking finds nobody is analysed again by a fresh single-image estimator.
         retry = _make_estimator(est_name, video=False, analysis_side=analysis_side) if own and est_name == "mediapipe" else None
+        graphs[parts.index(part)] = (est, retry)
         _reset(est)
-        try:
-            for j in part:
-                frame = video.frames[analysed[j]]
-                people = [p for p in est(frame) if p.has_body()]
-                if not people and retry is not None:
-                    retried.append(j)
-                    people = [p for p in retry(frame) if p.has_body()]
-                per_frame[j] = people
-                tick()
-        finally:
+        run(part, tick, est, retry)
+
+    try:
+        _in_parallel(parts, work, lambda done: report(done, len(analysed),
+                                                       f"finding the pose: frame {analysed[min(done, len(analysed)) - 1] + 1}/{n}"))
+        for k in range(1, len(parts)):
+            if not _same_person(per_frame[parts[k - 1][-1]], per_frame[parts[k][0]]):
+                est, retry = graphs[k - 1]  # it is where the previous part ended: carry on from there
+                run(parts[k], lambda: None, est, retry)
+                graphs[k] = graphs[k - 1]
+    finally:
+        for est, retry in graphs.values():
             _reset(est)
             if retry is not None:
                 _reset(retry)
-
-    _in_parallel(parts, work, lambda done: report(done, len(analysed), f"finding the pose: frame {analysed[min(done, len(analysed)) - 1] + 1}/{n}"))
     track = _interpolate_track(analysed, track_main_person(per_frame), n)
     return track, used[0], len(retried)
+
+
+def _same_person(before: list, after: list) -> bool:
+    """Whether the main person of two neighbouring frames is one person (their body boxes overlap or
+    lie within half a box diagonal); True when either frame has nobody."""
+    boxes = [max((p.bbox(MIN_CONFIDENCE, "body") for p in people if p.bbox(MIN_CONFIDENCE, "body")),
+                 key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None) for people in (before or [], after or [])]
+    a, b = boxes
+    if a is None or b is None:
+        return True
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    diag = float(np.hypot(a[2] - a[0], a[3] - a[1]))
+    centre = float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2))
+    return ix > 0 and centre <= 0.5 * diag
 
 
 def _follow_chosen_dancer(driving_video, video: Video, person: int, estimator, est_name: str, fps, max_frames, report):
