@@ -482,23 +482,18 @@ def extract_motion(
     photo = None
     if reference_image is not None:
         photo = load_image(reference_image, max_side=2048)
-    # ---- the photo's person (first: a bad photo fails before the clip is decoded) --------------
-
-    ref_kp = None
-    if photo is not None:
-        stages.report("photo", 0, 1, "finding the person in the photo")
-        photo_est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=False, analysis_side=1024)
-        people = [p for p in photo_est(photo) if p.has_body()]
-        _reset(photo_est)
-        if not people:
-            raise InputError(
-                "no person found in the photo; use a photo where one person is clearly visible "
-                "(head and shoulders at least, ideally the whole body), well lit and not too small"
-            )
-        people.sort(key=lambda p: p.area(), reverse=True)
-        if len(people) > 1:
-            warnings.append(f"the photo shows {len(people)} people; the biggest one is animated")
-        ref_kp = people[0]
+    # ---- the photo's person (first: a bad photo fails before the clip is used), while the clip
+    # decodes on a second thread ------------------------------------------------------------------
+    decoding = None
+    if not isinstance(driving_video, Video):
+        # Decode a little larger than the canvas: framing may zoom in on the dancer.
+        decoding = _Decoding(driving_video, fps, max_frames, int(max(H, W) * 1.5))
+    try:
+        ref_kp = _photo_person(photo, estimator, est_name, stages, warnings)
+    except BaseException:
+        if decoding is not None:
+            decoding.abandon()
+        raise
     stages.next("photo")
 
     # ---- the clip ----------------------------------------------------------------------------
@@ -508,9 +503,7 @@ def extract_motion(
             video = dataclasses.replace(video, frames=video.frames[:max_frames], timestamps=video.timestamps[:max_frames],
                                         truncated=True)
     else:
-        # Decode a little larger than the canvas: framing may zoom in on the dancer.
-        video = read_video(driving_video, fps=fps, max_frames=max_frames, max_side=int(max(H, W) * 1.5),
-                           progress=lambda d, t: stages.report("decode", d, t, "reading the video"))
+        video = decoding.result(lambda d, t: stages.report("decode", d, t, "reading the video"))
     warnings += list(video.warnings)
     stages.next("decode")
 
@@ -618,6 +611,64 @@ def extract_motion(
     if progress is not None:
         progress(1.0, "motion extracted")
     return motion
+
+
+def _photo_person(photo, estimator, est_name: str, stages: "_Stages", warnings: list):
+    """The photo's person (the biggest one; a warning when there are several), or None without a photo."""
+    if photo is None:
+        return None
+    stages.report("photo", 0, 1, "finding the person in the photo")
+    photo_est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=False, analysis_side=1024)
+    people = [p for p in photo_est(photo) if p.has_body()]
+    _reset(photo_est)
+    if not people:
+        raise InputError(
+            "no person found in the photo; use a photo where one person is clearly visible "
+            "(head and shoulders at least, ideally the whole body), well lit and not too small"
+        )
+    people.sort(key=lambda p: p.area(), reverse=True)
+    if len(people) > 1:
+        warnings.append(f"the photo shows {len(people)} people; the biggest one is animated")
+    return people[0]
+
+
+class _Decoding:
+    """`read_video` on a thread of its own (the clip decodes while the photo is analysed); its
+    progress reaches the caller's thread in `result`, and `abandon` stops it."""
+
+    def __init__(self, path, fps, max_frames, max_side: int):
+        self.done = (0, None)
+        self.stop = threading.Event()
+        self.video, self.error = None, None
+        self.thread = threading.Thread(target=self._run, args=(path, fps, max_frames, max_side), daemon=True)
+        self.thread.start()
+
+    def _run(self, path, fps, max_frames, max_side):
+        try:
+            self.video = read_video(path, fps=fps, max_frames=max_frames, max_side=max_side, progress=self._progress)
+        except BaseException as err:  # noqa: BLE001 - raised on the caller's thread by result()
+            self.error = err
+
+    def _progress(self, done, total):
+        self.done = (done, total)
+        return not self.stop.is_set()  # False makes read_video stop
+
+    def abandon(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def result(self, report) -> Video:
+        try:
+            while self.thread.is_alive():
+                self.thread.join(0.05)
+                report(*self.done)
+        except BaseException:
+            self.abandon()
+            raise
+        if self.error is not None:
+            raise self.error
+        report(*self.done)
+        return self.video
 
 
 LEAD_GAP_S = 1.0  # nobody during this long at the start: the motion starts later; a chosen dancer gone this long at the end: refused
