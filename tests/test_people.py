@@ -162,6 +162,24 @@ def test_without_a_choice_the_halves_of_the_clip_follow_one_person(tmp_path):
     assert m.person_found[:20].all() and max(x) < 150  # the astronaut, on the left, across frame 16
 
 
+def test_following_in_two_halves_at_once_finds_the_same_dancer(media, monkeypatch):
+    """Long clips are followed in two halves at once, the second starting by finding the dancer by
+    its look (here in the middle of the crossing, where the astronaut is hidden)."""
+    import xdyna_core.preprocess.people as people
+    from xdyna_core.io import read_video
+
+    d, photos, noses = media
+    video = read_video(d / "duet.mp4")
+    dancers = find_dancers(d / "duet.mp4")
+    whole = people.follow_dancer(video.frames, dancers, 1, dancers.frame_index)
+    monkeypatch.setattr(people, "SPLIT_MIN_FRAMES", 8)
+    halves = people.follow_dancer(video.frames, dancers, 1, dancers.frame_index)
+    assert [k is None for k in halves] == [k is None for k in whole]
+    for a, b in zip(whole, halves):
+        if a is not None:
+            assert np.linalg.norm(a.body[NOSE, :2] - b.body[NOSE, :2]) < 8
+
+
 def test_dancer_numbers_beyond_the_clip_are_refused(media):
     d, _, _ = media
     with pytest.raises(InputError, match="the clip shows 2 dancers; choose 1 or 2"):
