@@ -187,6 +187,13 @@ def test_dancer_numbers_beyond_the_clip_are_refused(media):
     for bad in (0, -1, "first", 1.5):
         with pytest.raises(InputError, match="person must be a dancer number from 1"):
             extract_motion(d / "duet.mp4", None, size=SIZE, cache_dir=False, person=bad)
+    nobody = d / "nobody.mp4"
+    write_video(nobody, _compose(_photos(), [[None] * 8, [None] * 8]), fps=FPS)
+    found = find_dancers(nobody)
+    assert found.count == 0 and found.boxes == [] and (draw_dancers(found) == found.frame).all()
+    with pytest.raises(InputError, match="no person found in the first seconds of the driving video, so there is no "
+                                         "dancer to choose"):
+        extract_motion(nobody, None, size=SIZE, cache_dir=False, person=1)
 
 
 def test_a_dancer_who_leaves_for_good_is_refused_with_the_second(media):
