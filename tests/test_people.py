@@ -180,6 +180,32 @@ def test_following_in_two_halves_at_once_finds_the_same_dancer(media, monkeypatc
             assert np.linalg.norm(a.body[NOSE, :2] - b.body[NOSE, :2]) < 8
 
 
+class Everyone:
+    """A multi-person estimator (what DWPose is): the detector, then the body model on each person."""
+
+    def __init__(self):
+        from xdyna_core.preprocess.mediapipe_estimator import PersonDetector, WholeBodyByRoi
+
+        self.detector, self.body = PersonDetector(), WholeBodyByRoi(body_only=True)
+
+    def __call__(self, image):
+        from xdyna_core.preprocess.people import people_in_frame
+
+        return [p[0] for p in people_in_frame(image, self.detector, self.body)]
+
+
+def test_estimators_that_see_everybody_follow_the_chosen_dancer_too(media):
+    d, photos, noses = media
+    m = extract_motion(d / "duet.mp4", None, size=SIZE, fps=None, retarget="none", smooth=False, cache_dir=False,
+                       person=2, estimator=Everyone())
+    framing = Framing.from_dict(m.framing["driving"])
+    assert m.person_found.sum() >= 28
+    for t in np.flatnonzero(m.person_found):
+        got = framing.inverse_points(m.driving_keypoints[t, :1, :2])[0]
+        mine, theirs = noses[1] + (B_LEFT[t], TOP), noses[0] + (A_LEFT[t], TOP)
+        assert np.linalg.norm(got - mine) < np.linalg.norm(got - theirs), f"frame {t} follows the other dancer"
+
+
 def test_dancer_numbers_beyond_the_clip_are_refused(media):
     d, _, _ = media
     with pytest.raises(InputError, match="the clip shows 2 dancers; choose 1 or 2"):
