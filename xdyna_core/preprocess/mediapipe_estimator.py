@@ -60,10 +60,14 @@ MESH_TO_68 = (
 assert len(MESH_TO_68) == 68
 
 
+_MESH_A = np.array([ix[0] for ix in MESH_TO_68])
+_MESH_B = np.array([ix[-1] for ix in MESH_TO_68])  # the same point where there is one
+
+
 def mesh_to_68(mesh_xy: np.ndarray) -> np.ndarray:
     """[468+, 2] mesh points → [68, 2] iBUG-68 points."""
     mesh_xy = np.asarray(mesh_xy, np.float32)
-    return np.stack([mesh_xy[list(ix)].mean(0) for ix in MESH_TO_68])
+    return (mesh_xy[_MESH_A] + mesh_xy[_MESH_B]) * np.float32(0.5)
 
 
 _SILENCE_LOCK = threading.Lock()
@@ -105,7 +109,7 @@ def _quiet_mediapipe():
 
 
 def _landmarks_xy(lms, w, h):
-    return np.array([[p.x * w, p.y * h] for p in lms.landmark], np.float32)
+    return np.array([(p.x, p.y) for p in lms.landmark], np.float32) * np.array([w, h], np.float32)
 
 
 def holistic_to_keypoints(result, width: int, height: int, scale: float = 1.0) -> Keypoints | None:
