@@ -253,17 +253,19 @@ def extract(photo, driving_clip, resolution, fps, max_frames, retarget, request:
 
 
 @_on_gpu
-def _generate(photo, motion, settings, report=None, cancel=None):
+def _generate(photo, motion, settings, report=None, cancel=None, clip=None):
     """The part that needs the GPU (under `spaces.GPU` on ZeroGPU): the engine's `animate` on an
-    extracted motion. Its result is plain data, which can cross ZeroGPU's process boundary."""
+    extracted motion (`clip`: the upload it came from, whose sound the result keeps). Its result is
+    plain data, which can cross ZeroGPU's process boundary."""
     return run_animation(photo, motion, settings, models=MODELS, limits=LIMITS,
-                         progress=view.progress_sentences(report, 0.0, 0.95), cancel=cancel)
+                         progress=view.progress_sentences(report, 0.0, 0.95), cancel=cancel, audio_clip=clip)
 
 
 @_friendly_errors
 def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
             guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
-            window_schedule="blend", preset="", motion_state=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+            window_schedule="blend", preset="", motion_state=None, keep_audio=True, request: gr.Request = None,
+            progress=gr.Progress(track_tqdm=True)):
     """Step 2: animate a photo with the movement of a driving clip. Re-uses the motion of /extract
     from the same session when photo, clip and motion settings are unchanged; extracts it otherwise.
 
@@ -288,6 +290,7 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
         preset: optional preset name (presets/*.yaml; default: the model's own) whose options without
             a widget (sampler, strength, guidance truncation, DeepCache, ...) are applied; the values
             above still win.
+        keep_audio: keep the driving clip's sound, cut to the animated part (default True).
     Returns:
         generated video, side-by-side video (driving | skeleton | generated), both mp4 files, status (markdown),
         and the four previews of /extract.
@@ -323,15 +326,18 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
 
     if ZERO_GPU:
         report(0.05, "Waiting for a GPU (ZeroGPU); progress shows again when the video is ready")
-        result = _generate(photo, motion, settings)
+        result = _generate(photo, motion, settings, clip=driving_clip)
     else:
-        result = _generate(photo, motion, settings, report, cancel)
+        result = _generate(photo, motion, settings, report, cancel, clip=driving_clip)
     if cancel.is_set():  # stopped after the last step: nothing is saved
         raise Cancelled("stopped by the user")
     workdir = WORKSPACE.new_job("animate")
     report(0.95, "Saving the video")
-    video = save_video(result, workdir / f"xdyna_seed{result.seed}.mp4")
-    side = save_side_by_side(result, workdir / f"xdyna_seed{result.seed}_side_by_side.mp4")
+    keep_audio = keep_audio is not False  # None (an older client) keeps the default
+    video = save_video(result, workdir / f"xdyna_seed{result.seed}.mp4", keep_audio=keep_audio)
+    side = save_side_by_side(result, workdir / f"xdyna_seed{result.seed}_side_by_side.mp4", keep_audio=keep_audio)
+    for text in result.warnings:
+        gr.Warning(text)
     report(1.0, "Done")
     status = view.describe_result(result, view.model_label(model), reused, time.monotonic() - started)
     return (str(video), str(side), [str(video), str(side)], status, *previews, extracted)
@@ -507,6 +513,9 @@ def build_demo() -> gr.Blocks:
                                                    label="How the pieces join", elem_id="window_schedule",
                                                    info="Blend suits most clips. Official reproduces the "
                                                         "paper's code, which loops the end back to the start.")
+                keep_audio = gr.Checkbox(value=True, label="Keep the clip's sound", elem_id="keep_audio",
+                                         info="The video plays the driving clip's music, cut to the animated "
+                                              "part and in time with it.")
                 with gr.Row():
                     animate_btn = gr.Button("② Animate", variant="primary", elem_id="animate-btn", scale=3)
                     cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-btn", scale=1)
@@ -532,7 +541,7 @@ def build_demo() -> gr.Blocks:
             animate,
             inputs=[photo, clip, model, resolution, fps, max_frames, retarget, prompt, negative_prompt,
                     guidance_scale, adapter_scale, pose_strength, face_strength, steps, seed, window_overlap,
-                    window_schedule, preset, motion_state],
+                    window_schedule, preset, motion_state, keep_audio],
             outputs=[result, side, downloads, status, *previews, motion_state],
             api_name="animate", concurrency_id="gpu", concurrency_limit=1, show_progress_on=[result])
         cancel_btn.click(cancel, outputs=status, cancels=[ev_extract, ev_animate], queue=False,

@@ -298,7 +298,8 @@ def describe_result(result, model_label: str, reused: bool, seconds: float) -> s
     return (f"**Done in {_duration(seconds)}** — {result.num_frames} frames at {result.fps:.3g} fps "
             f"({result.num_frames / result.fps:.1f} s), {result.width}×{result.height}, seed {result.seed}. "
             f"{motion} Model: {model_label}.\n\nChange any setting of step 2 and press Animate again: "
-            "the motion is re-used, only the animation is redone.")
+            "the motion is re-used, only the animation is redone."
+            + "".join(f"\n\n**Note:** {text}" for text in getattr(result, "warnings", [])))
 
 
 # --------------------------------------------------------------------------------------

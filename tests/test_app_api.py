@@ -41,6 +41,7 @@ def test_api_lists_extract_and_animate(url):
     assert "/extract" in named and "/animate" in named
     params = [p["parameter_name"] for p in named["/animate"]["parameters"]]
     assert params[:2] == ["photo", "driving_clip"] and "seed" in params and "motion_state" not in params
+    assert params[-1] == "keep_audio"  # added last, with a default: older scripts keep working
     # The page's helpers (cancel, presets, seed dice) are not part of the public API.
     assert set(named) == {"/extract", "/animate"}
 
@@ -85,3 +86,26 @@ def test_api_error_is_a_message(url, inputs, tmp_path):
         client.predict(photo=handle_file(str(photo)), driving_clip=handle_file(str(fake)), resolution="64x64",
                        fps="15", max_frames=6, retarget="global", api_name="/extract")
     assert "notes.mp4" in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_animate_keeps_the_clips_sound(url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from test_audio import decoded_sound, make_media, onsets
+
+    media = make_media(tmp_path)
+    client = Client(url, verbose=False)
+    args = dict(photo=handle_file(str(media["photo"])), driving_clip=handle_file(str(media["beeps"])), model="tiny",
+                resolution="64x128", fps="8", max_frames=12, retarget="global", prompt="", negative_prompt="",
+                guidance_scale=0, adapter_scale=1.0, pose_strength=1.0, face_strength=1.0, steps=1, seed=7,
+                window_overlap=4, window_schedule="blend", api_name="/animate")
+    for keep in (None, False):  # the default (not given), then switched off
+        out = client.predict(**args, **({} if keep is None else {"keep_audio": keep}))
+        for video in out[:2]:  # the result and the side-by-side
+            path = video["video"] if isinstance(video, dict) else video
+            sound = decoded_sound(path)
+            if keep is None:
+                x, rate = sound[:2]
+                assert onsets(x, rate) == pytest.approx([0.5, 1.25], abs=1 / 30)  # 30 fps clip, animated at 8 fps
+            else:
+                assert sound is None

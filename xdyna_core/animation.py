@@ -13,8 +13,10 @@ extract the motion (cached on disk; `extract`), load the model once per process
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -23,11 +25,12 @@ import cv2
 import numpy as np
 import torch
 
-from xdyna_core import io
+from xdyna_core import audio, io
 from xdyna_core.errors import Cancelled, InputError, ModelUnavailable
 from xdyna_core.limits import Limits, check_clip, check_photo, prune_cache
 from xdyna_core.pipeline import XDynaPipeline
-from xdyna_core.preprocess.motion import RETARGET_MODES, Motion, check_person, default_cache_dir, extract_motion
+from xdyna_core.preprocess.motion import (RETARGET_MODES, Motion, check_person, default_cache_dir, extract_motion,
+                                          file_digest)
 from xdyna_core.presets import CALL_KEYS, load_preset
 from xdyna_core.runtime import (MODEL_TINY, MODELS, LoadedModel, ModelManager, ModelSpec, free_memory, native_size,
                                 resolve_device, resolve_dtype, resolve_model)
@@ -398,13 +401,16 @@ def motion_from_videos(pose_video, face_video=None, face_local_video=None, face_
 @dataclass
 class Animation:
     """The result of `animate`: uint8 frames [T, H, W, 3] at `fps`, the `Motion` that drove them,
-    the resolved settings, and seconds per stage."""
+    the resolved settings, seconds per stage, the driving clip whose sound goes with the frames
+    (None: no clip known, the videos are silent) and warnings the writing gave."""
 
     frames: np.ndarray
     fps: float
     motion: Motion
     settings: Settings
     timings: Dict[str, float] = field(default_factory=dict)
+    clip: Optional[str] = None
+    warnings: list = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -486,15 +492,29 @@ def generate(model: LoadedModel, photo: np.ndarray, motion: Motion, settings: Ge
             free_memory()
 
 
+def clip_of(motion: Motion) -> Optional[str]:
+    """The clip a motion was extracted from, when that file is still there with the same content
+    (its sha256 is recorded at extraction); else None."""
+    path, digest = motion.source.get("path"), motion.source.get("sha256")
+    if not path or not digest or not os.path.isfile(path):
+        return None
+    try:
+        return path if file_digest(path) == digest else None
+    except OSError:
+        return None
+
+
 def animate(photo, clip_or_motion, settings: Union[Settings, dict, None] = None, *, model=None,
             models: ModelManager = MODELS, limits: Optional[Limits] = None, cache_dir=None,
             keep_frames: bool = True, offload: bool = False, progress: Optional[ProgressFn] = None,
-            cancel: Optional[threading.Event] = None) -> Animation:
+            cancel: Optional[threading.Event] = None, audio_clip=None) -> Animation:
     """Animate `photo` (path, PIL image or uint8 array) with `clip_or_motion`: a driving clip
     (path; its motion is extracted, cached) or a `Motion` (`extract`, `Motion.load`,
     `motion_from_videos`). `settings`: a `Settings` from `resolve_settings`, or a dict of its
     keyword arguments (then `model` picks the model: "tiny", "official" or a folder).
-    Inputs are checked before the model is loaded; nothing is written."""
+    `audio_clip`: the clip a given `Motion` was extracted from, whose sound goes with the result
+    (default: the clip the motion records, if that file is still there unchanged; pose videos
+    have none). Inputs are checked before the model is loaded; nothing is written."""
     if not isinstance(settings, Settings):
         settings = resolve_settings(model=model, **(settings or {}))
     settings.validate(limits)
@@ -507,12 +527,14 @@ def animate(photo, clip_or_motion, settings: Union[Settings, dict, None] = None,
     if isinstance(clip_or_motion, Motion):
         motion = fit_motion(clip_or_motion, settings.motion.size, settings.motion.max_frames)
         gen_span = (0.0, 1.0)
+        clip = os.fspath(audio_clip) if audio_clip is not None else clip_of(clip_or_motion)
     else:
         if clip_or_motion is None or not Path(clip_or_motion).is_file():
             raise InputError(f"driving clip not found: {clip_or_motion}")
         motion = extract(photo, clip_or_motion, settings.motion, size=settings.default_size, keep_frames=keep_frames,
                          cache_dir=cache_dir, limits=limits, progress=progress, cancel=cancel, span=(0.0, 0.3))
         gen_span = (0.3, 0.7)
+        clip = os.fspath(clip_or_motion)
     timings["extract"] = time.monotonic() - started
     job.check()
 
@@ -522,7 +544,7 @@ def animate(photo, clip_or_motion, settings: Union[Settings, dict, None] = None,
     started = time.monotonic()
     frames = generate(loaded, image, motion, settings.generation, progress=progress, cancel=cancel, span=gen_span)
     timings["generate"] = time.monotonic() - started
-    return Animation(frames=frames, fps=float(motion.fps), motion=motion, settings=settings, timings=timings)
+    return Animation(frames=frames, fps=float(motion.fps), motion=motion, settings=settings, timings=timings, clip=clip)
 
 
 # --------------------------------------------------------------------------------------
@@ -530,16 +552,36 @@ def animate(photo, clip_or_motion, settings: Union[Settings, dict, None] = None,
 # --------------------------------------------------------------------------------------
 
 
-def save_video(animation: Animation, path) -> Path:
-    """The generated video as H.264 mp4 at the motion's frame rate, written atomically."""
-    return io.write_video(path, animation.frames, animation.fps)
+def _write(animation: Animation, path, frames, keep_audio: bool) -> Path:
+    """Write frames at the animation's rate with the stretch of the driving clip's sound they
+    cover (`audio`); when the sound cannot be kept the video is written silent, and the warning
+    goes to `animation.warnings` and Python's warnings (`audio.SoundWarning`)."""
+    sound = warning = None
+    if keep_audio and animation.clip is not None:
+        try:
+            sound = audio.sound_for(animation.clip, animation.motion.timestamps, animation.num_frames, animation.fps)
+        except audio.SoundError as err:
+            warning = audio.left_out(err)
+    written, mux_warning = audio.write_with_sound(path, frames, animation.fps, sound)
+    warning = warning or mux_warning
+    if warning and warning not in animation.warnings:  # said once for the video and the side-by-side
+        animation.warnings.append(warning)
+        warnings.warn(warning, audio.SoundWarning, stacklevel=3)
+    return written
 
 
-def save_side_by_side(animation: Animation, path, min_height: int = SIDE_BY_SIDE_MIN_HEIGHT) -> Path:
+def save_video(animation: Animation, path, keep_audio: bool = True) -> Path:
+    """The generated video as H.264 mp4 at the motion's frame rate, written atomically, with the
+    driving clip's sound cut to the animated stretch (keep_audio=False: silent)."""
+    return _write(animation, path, animation.frames, keep_audio)
+
+
+def save_side_by_side(animation: Animation, path, min_height: int = SIDE_BY_SIDE_MIN_HEIGHT,
+                      keep_audio: bool = True) -> Path:
     """driving clip | skeleton | generated, side by side (small canvases enlarged by a whole
-    factor so they stay sharp), written atomically."""
+    factor so they stay sharp), written atomically, with the sound as `save_video`."""
     motion = animation.motion
     clips = [c for c in (motion.driving_frames, motion.pose_images) if c is not None] + [animation.frames]
     labels = (["driving clip"] if motion.driving_frames is not None else []) + ["skeleton", "generated"]
     height = motion.height * -(-min_height // motion.height)
-    return io.write_video(path, io.side_by_side(*clips, labels=labels, height=height, length="shortest"), animation.fps)
+    return _write(animation, path, io.side_by_side(*clips, labels=labels, height=height, length="shortest"), keep_audio)

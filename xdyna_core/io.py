@@ -160,7 +160,11 @@ def _open_video(path):
             "is damaged or was cut short while uploading; use an mp4, mov, webm, mkv or gif file"
         ) from None
     if not container.streams.video:
+        audio_only = bool(container.streams.audio)
         container.close()
+        if audio_only:
+            raise InputError(f"{Path(path).name} has no video stream: it is an audio-only file (sound, no pictures); "
+                             "use a video of someone moving as the driving clip")
         raise InputError(f"{Path(path).name} contains no video frames (no video track: an empty or audio-only file); use a video file")
     if container.format.name in _IMAGE_CONTAINERS:
         container.close()

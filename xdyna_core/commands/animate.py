@@ -9,20 +9,22 @@ Pose videos are what the official repo ships (skeletons on black); the face inpu
 video whose frames hold the local and the global patch side by side ([local | global]), or two
 videos (`--face-local-video`, `--face-global-video`). Settings: the preset (default: tiny-offline
 for the tiny model, official otherwise) < explicit flags. Sizes are WIDTHxHEIGHT. Output: H.264
-mp4 at the motion's frame rate, written atomically (nothing is left behind when cancelled or
-failing). Same inputs + settings + seed = the same file, also through the studio and Python.
+mp4 at the motion's frame rate with the clip's sound cut to the animated part (--no-audio: silent),
+written atomically (nothing is left behind when cancelled or failing). Same inputs + settings + seed = the same file, also through the studio and Python.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from xdyna_core.animation import animate, motion_from_videos, resolve_settings, save_side_by_side, save_video
+from xdyna_core.audio import SoundWarning
 from xdyna_core.errors import InputError
 from xdyna_core.io import load_image
 from xdyna_core.preprocess.motion import Motion
@@ -69,6 +71,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     io.add_argument("--face-global-video", help="S-Face global face patch video; with --face-local-video")
     io.add_argument("-o", "--output", required=True, help="output video (.mp4)")
     io.add_argument("--side-by-side", help="also write driving | skeleton | result side by side (.mp4)")
+    io.add_argument("--no-audio", action="store_true", dest="no_audio",
+                    help="leave out the driving clip's sound (default: kept, cut to the animated part)")
 
     m = p.add_argument_group("motion (same flags as `xdyna extract`)")
     add_motion_arguments(m)
@@ -193,9 +197,13 @@ def run(args) -> int:
                          keep_frames=bool(args.side_by_side), offload=args.cpu_offload, progress=bars)
     finally:
         bars.close()
-    save_video(result, args.output)
-    if args.side_by_side:
-        save_side_by_side(result, args.side_by_side)
+    with warnings.catch_warnings():  # sound problems are printed once, below
+        warnings.simplefilter("ignore", SoundWarning)
+        save_video(result, args.output, keep_audio=not args.no_audio)
+        if args.side_by_side:
+            save_side_by_side(result, args.side_by_side, keep_audio=not args.no_audio)
+    for text in result.warnings:
+        print(f"warning: {text}", file=sys.stderr)
     if not args.quiet:
         t = result.timings
         print(f"wrote {args.output} ({result.num_frames} frames, {format_size(result.height, result.width)}, "

@@ -62,7 +62,9 @@ from .pose import MIN_CONFIDENCE, Keypoints, get_estimator, smooth_keypoints, tr
 from .retarget import retarget_sequence
 
 FORMAT_VERSION = 1  # of the .npz layout
-CACHE_VERSION = "motion-2"  # bump when extraction results change, to invalidate old cache entries
+CACHE_VERSION = "motion-3"  # bump when extraction results change, to invalidate old cache entries
+# (2: the source records the clip's sha256, so a saved motion finds its clip's sound again;
+#  3: clips analysed as decoded, on both halves at once; the first second without anybody cut)
 DEFAULT_MAX_FRAMES = 600  # frames extracted per clip unless asked otherwise (40 s at 15 fps)
 # Pose estimation runs on frames downscaled to this longest side. 512×896 clips go in as decoded:
 # the models crop their own fixed-size inputs, so downscaling first only cost ~6 ms a frame and a
@@ -255,6 +257,15 @@ def default_cache_dir() -> Path:
     """`$XDYNA_CACHE_DIR/motion`, default `~/.cache/xdyna/motion` (one cache for every front door)."""
     root = os.environ.get("XDYNA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "xdyna")
     return Path(root) / "motion"
+
+
+def file_digest(path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _hash_input(h, obj) -> None:
@@ -457,10 +468,14 @@ def extract_motion(
 
     # ---- cache lookup -----------------------------------------------------------------------
     cache_path = None
-    cacheable = cache_dir is not False and not isinstance(driving_video, Video) and isinstance(estimator, str)
+    # The clip's content, recorded in the motion: its sound goes with the result (animation.save_video).
+    clip_digest = None
+    if not isinstance(driving_video, Video) and Path(os.fspath(driving_video)).is_file():
+        clip_digest = file_digest(driving_video)  # else read_video below says what is wrong with the path
+    cacheable = cache_dir is not False and clip_digest is not None and isinstance(estimator, str)
     if cacheable:
         h = hashlib.sha256(CACHE_VERSION.encode())
-        _hash_input(h, driving_video)
+        h.update(b"file" + clip_digest.encode())
         _hash_input(h, reference_image)
         h.update(json.dumps(settings, sort_keys=True).encode())
         cache_path = Path(cache_dir or default_cache_dir()) / f"{h.hexdigest()[:32]}.npz"
@@ -468,6 +483,8 @@ def extract_motion(
             try:
                 motion = Motion.load(cache_path)
                 motion.settings["cache"] = "hit"
+                # the same content may have come from another file than the one cached
+                motion.source.update(path=os.path.abspath(driving_video), sha256=clip_digest)
                 if progress is not None:
                     progress(1.0, "motion loaded from cache")
                 return motion
@@ -601,7 +618,8 @@ def extract_motion(
         driving_frames=frames_out,
         timestamps=np.asarray(video.timestamps, np.float64),
         retarget=retarget,
-        source=video.meta(),
+        source={**video.meta(), **({} if clip_digest is None else
+                                   {"path": os.path.abspath(driving_video), "sha256": clip_digest})},
         settings=settings,
         framing=framings,
         warnings=warnings,
