@@ -31,7 +31,8 @@ from xdyna_core.distributed import World
 from xdyna_core.errors import Cancelled, InputError, ModelUnavailable
 from xdyna_core.limits import Limits, check_clip, check_photo, prune_cache
 from xdyna_core.pipeline import XDynaPipeline
-from xdyna_core.preprocess.motion import RETARGET_MODES, Motion, default_cache_dir, extract_motion, file_digest
+from xdyna_core.preprocess.motion import (RETARGET_MODES, Motion, check_person, default_cache_dir, extract_motion,
+                                          file_digest)
 from xdyna_core.presets import CALL_KEYS, load_preset
 from xdyna_core.runtime import (MODEL_TINY, MODELS, LoadedModel, ModelManager, ModelSpec, free_memory, native_size,
                                 resolve_device, resolve_dtype, resolve_model)
@@ -46,7 +47,8 @@ NAMED_OPTIONS = ("prompt", "negative_prompt", "num_inference_steps", "guidance_s
                  "pose_conditioning_scale", "face_conditioning_scale", "window_size", "window_overlap",
                  "window_schedule")
 EXTRA_OPTIONS = tuple(k for k in CALL_KEYS if k not in NAMED_OPTIONS + ("height", "width"))
-MOTION_OPTIONS = ("size", "height", "width", "fps", "max_frames", "retarget", "estimator", "pose_every", "smooth")
+MOTION_OPTIONS = ("size", "height", "width", "fps", "max_frames", "retarget", "estimator", "pose_every", "smooth",
+                  "person")
 
 ProgressFn = Callable[["Progress"], Optional[bool]]
 GENERATION_LOCK = threading.Lock()  # one generation per process (one per GPU), whatever the callers do
@@ -70,6 +72,7 @@ class MotionSettings:
     estimator: str = "auto"
     pose_every: int = 1
     smooth: bool = True
+    person: Optional[int] = None  # the dancer to follow (1 = leftmost, `people.find_dancers`); None: the most visible
 
     @property
     def size(self) -> Optional[Tuple[int, int]]:
@@ -92,6 +95,7 @@ class MotionSettings:
             raise InputError(f"fps must be between 1 and 60 (got {self.fps:g}).")
         if int(self.pose_every) < 1:
             raise InputError(f"pose_every must be at least 1 (got {self.pose_every}).")
+        check_person(self.person)
         return self
 
 
@@ -204,7 +208,8 @@ def resolve_settings(model: Union[str, ModelSpec, None] = None, preset: Union[st
         fps=None if given.get("fps") is None else _number("fps", given.pop("fps"), float),
         max_frames=None if given.get("max_frames") is None else _number("max_frames", given.pop("max_frames"), int),
         retarget=str(given.pop("retarget", "global")), estimator=str(given.pop("estimator", "auto")),
-        pose_every=int(given.pop("pose_every", 1)), smooth=bool(given.pop("smooth", True)))
+        pose_every=int(given.pop("pose_every", 1)), smooth=bool(given.pop("smooth", True)),
+        person=check_person(given.pop("person", None)))
 
     merged = {k: v for k, v in values.items() if k in CALL_KEYS and k not in ("height", "width")}
     merged.update({k: v for k, v in given.items() if k in CALL_KEYS})
@@ -302,7 +307,8 @@ def extract(photo, clip, settings: MotionSettings, *, size: Optional[Tuple[int, 
         str(clip), photo if not isinstance(photo, Path) else str(photo), size=size, fps=settings.fps,
         **({} if settings.max_frames is None else {"max_frames": settings.max_frames}),
         retarget=settings.retarget, estimator=settings.estimator, smooth=settings.smooth,
-        pose_every=settings.pose_every, keep_frames=keep_frames, cache_dir=cache, progress=on_progress)
+        pose_every=settings.pose_every, keep_frames=keep_frames, cache_dir=cache, progress=on_progress,
+        person=settings.person)
     if cache is not False and limits is not None:
         prune_cache(Path(cache), limits.cache_max_files, limits.cache_max_mb)
     job.check("motion extraction stopped by the user")

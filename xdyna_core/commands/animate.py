@@ -71,6 +71,9 @@ def add_motion_arguments(group) -> None:
                        "DWPose when its weights are on disk, else the embedded mediapipe)")
     group.add_argument("--pose-every", type=int, dest="pose_every", help="estimate every k-th frame and "
                        "interpolate between (k times faster; default 1)")
+    group.add_argument("--person", type=int, metavar="N", help="the dancer to follow when the clip shows several: "
+                       "1 = the leftmost where they are all seen, 2 the next, ... (see `xdyna extract --list-dancers`; "
+                       "default: the most visible person)")
     group.add_argument("--cache-dir", help="motion cache folder (default $XDYNA_CACHE_DIR/motion or ~/.cache/xdyna/motion)")
     group.add_argument("--no-cache", action="store_true", help="neither read nor write the motion cache")
 
@@ -130,7 +133,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-SETTING_FLAGS = ("size", "fps", "max_frames", "retarget", "estimator", "pose_every", "num_inference_steps",
+SETTING_FLAGS = ("size", "fps", "max_frames", "retarget", "estimator", "pose_every", "person", "num_inference_steps",
                  "guidance_scale", "seed", "strength", "adapter_scale", "pose_conditioning_scale",
                  "face_conditioning_scale", "window_size", "window_overlap", "window_schedule", "prompt",
                  "negative_prompt", "decode_chunk_size", "dtype", "device")

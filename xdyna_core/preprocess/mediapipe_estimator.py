@@ -21,9 +21,12 @@ Mapping to ``Keypoints``:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
+import threading
 import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -57,26 +60,43 @@ MESH_TO_68 = (
 assert len(MESH_TO_68) == 68
 
 
+_MESH_A = np.array([ix[0] for ix in MESH_TO_68])
+_MESH_B = np.array([ix[-1] for ix in MESH_TO_68])  # the same point where there is one
+
+
 def mesh_to_68(mesh_xy: np.ndarray) -> np.ndarray:
     """[468+, 2] mesh points → [68, 2] iBUG-68 points."""
     mesh_xy = np.asarray(mesh_xy, np.float32)
-    return np.stack([mesh_xy[list(ix)].mean(0) for ix in MESH_TO_68])
+    return (mesh_xy[_MESH_A] + mesh_xy[_MESH_B]) * np.float32(0.5)
+
+
+_SILENCE_LOCK = threading.Lock()
+_silenced = {"depth": 0, "saved": None}
 
 
 @contextlib.contextmanager
 def _native_logs_silenced():
     """MediaPipe's C++ (absl) logging writes "W0000 ..." lines straight to file descriptor 2 while
     a graph starts and runs its first frame; GLOG_minloglevel does not reach it. Send descriptor 2
-    to /dev/null for that moment only, so the CLI and the server log stay readable."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    to /dev/null for that moment only, so the CLI and the server log stay readable. Graphs start
+    on several threads at once: the first one in redirects, the last one out restores."""
+    with _SILENCE_LOCK:
+        if _silenced["depth"] == 0:
+            sys.stderr.flush()
+            saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            _silenced["saved"] = saved
+        _silenced["depth"] += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _SILENCE_LOCK:
+            _silenced["depth"] -= 1
+            if _silenced["depth"] == 0:
+                os.dup2(_silenced["saved"], 2)
+                os.close(_silenced["saved"])
+                _silenced["saved"] = None
 
 
 def _quiet_mediapipe():
@@ -89,7 +109,7 @@ def _quiet_mediapipe():
 
 
 def _landmarks_xy(lms, w, h):
-    return np.array([[p.x * w, p.y * h] for p in lms.landmark], np.float32)
+    return np.array([(p.x, p.y) for p in lms.landmark], np.float32) * np.array([w, h], np.float32)
 
 
 def holistic_to_keypoints(result, width: int, height: int, scale: float = 1.0) -> Keypoints | None:
@@ -195,6 +215,231 @@ class MediaPipeFace:
         faces = [mesh_to_68(_landmarks_xy(f, w, h)) for f in res.multi_face_landmarks]
         f = max(faces, key=lambda p: np.ptp(p[:, 0]) * np.ptp(p[:, 1]))
         return np.concatenate([f, np.ones((68, 1), np.float32)], 1)
+
+
+# ---- several people: the BlazePose person detector and the whole-body models on one person ------
+#
+# Holistic follows whoever its own detector finds first. To follow a chosen person among several,
+# the same models run as two small graphs of mediapipe's registered subgraphs:
+# - PoseDetectionCpu (pose_detection.tflite): every person it sees, as the hip centre and a point
+#   above the head (the BlazePose detector's alignment keypoints 0 and 1);
+# - PoseLandmarkByRoiCpu + HandLandmarksLeftAndRightCpu + FaceLandmarksFromPoseCpu: Holistic's
+#   body, hands and face models on the region of interest we give (one person), which also
+#   returns the region for the next frame (PoseLandmarksToRoi), so we track the person ourselves.
+
+_DETECTOR_GRAPH = """
+input_stream: "image"
+output_stream: "detections"
+node { calculator: "PoseDetectionCpu" input_stream: "IMAGE:image" output_stream: "DETECTIONS:detections" }
+"""
+
+_WHOLE_BODY_GRAPH = """
+input_stream: "image"
+input_stream: "roi"
+output_stream: "pose_landmarks"
+output_stream: "next_roi"
+output_stream: "left_hand_landmarks"
+output_stream: "right_hand_landmarks"
+output_stream: "face_landmarks"
+node { calculator: "ImagePropertiesCalculator" input_stream: "IMAGE_CPU:image" output_stream: "SIZE:image_size" }
+node { calculator: "PoseLandmarkByRoiCpu" input_stream: "IMAGE:image" input_stream: "ROI:roi"
+  output_stream: "LANDMARKS:pose_landmarks" output_stream: "AUXILIARY_LANDMARKS:aux_landmarks"
+  input_side_packet: "MODEL_COMPLEXITY:model_complexity" input_side_packet: "ENABLE_SEGMENTATION:enable_segmentation" }
+node { calculator: "PoseLandmarksToRoi" input_stream: "LANDMARKS:aux_landmarks" input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "ROI:next_roi" }
+node { calculator: "HandLandmarksLeftAndRightCpu" input_stream: "IMAGE:image" input_stream: "POSE_LANDMARKS:pose_landmarks"
+  output_stream: "LEFT_HAND_LANDMARKS:left_hand_landmarks" output_stream: "RIGHT_HAND_LANDMARKS:right_hand_landmarks" }
+node { calculator: "SplitNormalizedLandmarkListCalculator" input_stream: "pose_landmarks" output_stream: "face_from_pose"
+  options { [mediapipe.SplitVectorCalculatorOptions.ext] { ranges { begin: 0 end: 11 } } } }
+node { calculator: "FaceLandmarksFromPoseCpu" input_stream: "IMAGE:image" input_stream: "FACE_LANDMARKS_FROM_POSE:face_from_pose"
+  output_stream: "FACE_LANDMARKS:face_landmarks" input_side_packet: "REFINE_LANDMARKS:refine_face_landmarks" }
+"""
+
+
+def _solution(graph: str, outputs: list, side_inputs=None):
+    _quiet_mediapipe()
+    from google.protobuf import text_format
+    from mediapipe.framework import calculator_pb2
+    from mediapipe.python.solution_base import SolutionBase
+
+    config = text_format.Parse(graph, calculator_pb2.CalculatorGraphConfig())
+    return SolutionBase(graph_config=config, side_inputs=side_inputs, outputs=outputs)
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A square region around one person, in pixels: centre, side, rotation (radians, as mediapipe's
+    NormalizedRect: the angle that turns the person upright)."""
+
+    cx: float
+    cy: float
+    size: float
+    rotation: float = 0.0
+
+    def box(self) -> tuple:
+        h = self.size / 2
+        return self.cx - h, self.cy - h, self.cx + h, self.cy + h
+
+
+@dataclass(frozen=True)
+class PersonDetection:
+    """One person found by the BlazePose detector, in pixels: `hip` (mid-hip centre) and `top`
+    (a point above the head; |top - hip| is about half the body height); `score` in 0..1."""
+
+    hip: tuple
+    top: tuple
+    score: float
+
+    @property
+    def radius(self) -> float:
+        return float(math.hypot(self.top[0] - self.hip[0], self.top[1] - self.hip[1]))
+
+    def roi(self) -> Roi:
+        """The region mediapipe's PoseDetectionToRoi makes of it (2x the radius, scaled 1.25)."""
+        dx, dy = self.top[0] - self.hip[0], self.top[1] - self.hip[1]
+        rotation = math.pi / 2 - math.atan2(-dy, dx)
+        rotation = rotation - 2 * math.pi * math.floor((rotation + math.pi) / (2 * math.pi))
+        return Roi(self.hip[0], self.hip[1], 2.5 * self.radius, rotation)
+
+    def box(self) -> tuple:
+        """A rough body box (head top to feet, shoulder width), for display and matching."""
+        r = self.radius
+        return self.hip[0] - 0.5 * r, self.hip[1] - 1.1 * r, self.hip[0] + 0.5 * r, self.hip[1] + r
+
+
+class PersonDetector:
+    """Every person in an image (BlazePose detector). The detector sees a 224×224 letterboxed
+    copy, so people that fill only a small part of the frame are missed: `tiles` = k also runs it
+    on overlapping squares of the frame (sides: the frame's shorter side, its half, ... k sizes;
+    stride half a square) and merges what they find."""
+
+    def __init__(self):
+        self._graph = None
+
+    def _detect(self, img: np.ndarray, x0: int = 0, y0: int = 0) -> list:
+        if self._graph is None:
+            with _native_logs_silenced():  # start-up and first-frame chatter
+                self._graph = _solution(_DETECTOR_GRAPH, ["detections"])
+                res = self._graph.process({"image": img})
+        else:
+            res = self._graph.process({"image": img})
+        h, w = img.shape[:2]
+        out = []
+        for d in res.detections or []:
+            k = d.location_data.relative_keypoints
+            out.append(PersonDetection((k[0].x * w + x0, k[0].y * h + y0), (k[1].x * w + x0, k[1].y * h + y0),
+                                       float(d.score[0])))
+        return out
+
+    def __call__(self, image_rgb: np.ndarray, tiles: int = 0) -> list:
+        img = check_image(image_rgb)
+        found = self._detect(img)
+        h, w = img.shape[:2]
+        for side in [min(h, w) // 2 ** k for k in range(tiles)]:
+            if side < 96:
+                break
+            xs = sorted(set(list(range(0, w - side + 1, side // 2)) + [w - side]))
+            ys = sorted(set(list(range(0, h - side + 1, side // 2)) + [h - side]))
+            if len(xs) * len(ys) == 1:
+                continue  # the whole frame again
+            for y in ys:
+                for x in xs:
+                    found += self._detect(np.ascontiguousarray(img[y:y + side, x:x + side]), x, y)
+        return merge_detections(found)
+
+    def close(self):
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    reset = close
+
+
+@dataclass
+class _BodyOnlyResult:
+    pose_landmarks: object
+    next_roi: object = None
+    left_hand_landmarks: object = None
+    right_hand_landmarks: object = None
+    face_landmarks: object = None
+
+
+def merge_detections(found: list) -> list:
+    """One detection per person: detections whose hip centres lie within 0.4 radius of a better
+    one are the same person (tiles overlap), and so are ones with nearly the same head point."""
+    kept = []
+    for d in sorted(found, key=lambda d: -d.score):
+        same = False
+        for k in kept:
+            r = max(min(k.radius, d.radius), 1.0)
+            if (math.hypot(d.hip[0] - k.hip[0], d.hip[1] - k.hip[1]) < 0.4 * r
+                    or math.hypot(d.top[0] - k.top[0], d.top[1] - k.top[1]) < 0.25 * r):
+                same = True
+                break
+        if not same and d.radius > 4:
+            kept.append(d)
+    return kept
+
+
+_BODY_GRAPH = """
+input_stream: "image"
+input_stream: "roi"
+output_stream: "pose_landmarks"
+output_stream: "next_roi"
+node { calculator: "ImagePropertiesCalculator" input_stream: "IMAGE_CPU:image" output_stream: "SIZE:image_size" }
+node { calculator: "PoseLandmarkByRoiCpu" input_stream: "IMAGE:image" input_stream: "ROI:roi"
+  output_stream: "LANDMARKS:pose_landmarks" output_stream: "AUXILIARY_LANDMARKS:aux_landmarks"
+  input_side_packet: "MODEL_COMPLEXITY:model_complexity" input_side_packet: "ENABLE_SEGMENTATION:enable_segmentation" }
+node { calculator: "PoseLandmarksToRoi" input_stream: "LANDMARKS:aux_landmarks" input_stream: "IMAGE_SIZE:image_size"
+  output_stream: "ROI:next_roi" }
+"""
+
+
+class WholeBodyByRoi:
+    """Holistic's body, hand and face models on one person given by a `Roi` (full-frame pixels).
+    `__call__(image, roi) -> (Keypoints or None, next Roi or None)`: None when the body model finds
+    no person in the region; the next region is where the person will be tracked in the next frame.
+    body_only=True runs the body model alone (a third of the cost: checking who is where)."""
+
+    def __init__(self, body_only: bool = False):
+        self.body_only = body_only
+        self._graph = None
+
+    def __call__(self, image_rgb: np.ndarray, roi: Roi):
+        from mediapipe.framework.formats import rect_pb2
+
+        img = check_image(image_rgb)
+        h, w = img.shape[:2]
+        rect = rect_pb2.NormalizedRect(x_center=roi.cx / w, y_center=roi.cy / h, width=roi.size / w,
+                                       height=roi.size / h, rotation=roi.rotation)
+        if self._graph is not None:
+            res = self._graph.process({"image": img, "roi": rect})
+        else:
+            with _native_logs_silenced():  # start-up and first-frame chatter
+                if self.body_only:
+                    self._graph = _solution(_BODY_GRAPH, ["pose_landmarks", "next_roi"],
+                                            {"model_complexity": 1, "enable_segmentation": False})
+                else:
+                    self._graph = _solution(_WHOLE_BODY_GRAPH, ["pose_landmarks", "next_roi", "left_hand_landmarks",
+                                                                "right_hand_landmarks", "face_landmarks"],
+                                            {"model_complexity": 1, "enable_segmentation": False,
+                                             "refine_face_landmarks": False})
+                res = self._graph.process({"image": img, "roi": rect})
+        if res.pose_landmarks is None:
+            return None, None
+        if self.body_only:
+            res = _BodyOnlyResult(res.pose_landmarks, res.next_roi)
+        kp = holistic_to_keypoints(res, w, h)
+        nr = res.next_roi
+        nxt = None if nr is None else Roi(nr.x_center * w, nr.y_center * h, max(nr.width * w, nr.height * h), nr.rotation)
+        return kp, nxt
+
+    def close(self):
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    reset = close
 
 
 def benchmark(frames: int = 60, width: int = 512, height: int = 896) -> dict:

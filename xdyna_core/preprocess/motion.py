@@ -10,12 +10,20 @@
 and caches the result (`.npz`, keyed by the content of both files and every setting), so the
 second extraction of the same clip is instant.
 
+Speed: the embedded estimator runs on the two halves of the clip at once (a tracking graph each)
+and the controls are drawn on both cores. Several people: `person=N` follows dancer N as
+`people.find_dancers` numbers them (1 = leftmost), see people.py; without it, the most visible
+person (the estimator's own choice, made consistent by `pose.track_main_person`).
+
 Policies (each a documented fallback, never a traceback):
 - no person in the photo → InputError; several people in the photo → the biggest one
   (largest keypoint box) is animated, and `Motion.warnings` says so;
 - no person in any driving frame → InputError; in some frames → a black skeleton image for those
   frames and `person_found[t] = False` (black is what the model saw for "no person");
-- no face in a frame → black face patches and `face_found[t] = False`.
+- no face in a frame → black face patches and `face_found[t] = False`;
+- nobody during the first second or more → the motion starts where the person first appears
+  (`Motion.warnings` names the second); a chosen dancer (`person`) not seen during the last
+  second or more has left for good → InputError naming the second and the frames to keep.
 
 Face patches and retargeting: retargeting moves and rescales the skeleton, so the driving face
 must move with it or the S-Face control would sit somewhere else than the skeleton's head. For
@@ -31,6 +39,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 import zipfile
 import zlib
@@ -48,14 +57,19 @@ from .draw import draw_pose, overlay
 from .dwpose import find_dwpose_weights
 from .face import face_box, face_patches
 from .framing import DEFAULT_SIZE, Framing, check_size, fit_framing, union_box
+from .people import find_dancers, follow_among, follow_dancer, workers
 from .pose import MIN_CONFIDENCE, Keypoints, get_estimator, smooth_keypoints, track_main_person
 from .retarget import retarget_sequence
 
 FORMAT_VERSION = 1  # of the .npz layout
-CACHE_VERSION = "motion-2"  # bump when extraction results change, to invalidate old cache entries
-# (2: the source records the clip's sha256, so a saved motion finds its clip's sound again)
+CACHE_VERSION = "motion-3"  # bump when extraction results change, to invalidate old cache entries
+# (2: the source records the clip's sha256, so a saved motion finds its clip's sound again;
+#  3: clips analysed as decoded, on both halves at once; the first second without anybody cut)
 DEFAULT_MAX_FRAMES = 600  # frames extracted per clip unless asked otherwise (40 s at 15 fps)
-DEFAULT_ANALYSIS_SIDE = 512  # pose estimation runs on frames downscaled to this longest side
+# Pose estimation runs on frames downscaled to this longest side. 512×896 clips go in as decoded:
+# the models crop their own fixed-size inputs, so downscaling first only cost ~6 ms a frame and a
+# little accuracy (benchmarks/extract_speed.py).
+DEFAULT_ANALYSIS_SIDE = 1024
 DEFAULT_FPS = 15.0  # official launchers save at 15 fps; None keeps the clip's own rate
 HEAD_POINTS = (0, 14, 15, 16, 17)  # nose, eyes, ears (OpenPose-18)
 RETARGET_MODES = ("none", "global", "limbs")
@@ -344,7 +358,8 @@ def _head_transform(driving: np.ndarray, retargeted: np.ndarray, min_conf: float
     return 1.0, np.zeros(2)
 
 
-def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray, rt: np.ndarray, min_conf: float):
+def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray, rt: np.ndarray, min_conf: float,
+                            out: Optional[np.ndarray] = None):
     """S-Face patches for one source frame: the driving face on the canvas, moved with the
     retargeted head. Only the official face box is warped from the source frame (framing and head
     move composed into one map): the local eye/mouth rectangles always lie inside that box, so the
@@ -367,7 +382,7 @@ def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray
     canvas = np.zeros((H, W, 3), np.uint8)
     canvas[y0:y1, x0:x1] = cv2.warpAffine(frame, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return face_patches(canvas, face)
+    return face_patches(canvas, face, out=out)
 
 
 def extract_motion(
@@ -384,6 +399,7 @@ def extract_motion(
     pose_every: int = 1,
     cache_dir=None,
     progress: Optional[ProgressFn] = None,
+    person: Optional[int] = None,
 ) -> Motion:
     """Driving video (+ photo) → `Motion` on the generation canvas.
 
@@ -406,10 +422,21 @@ def extract_motion(
         cache_dir: folder of cached results (default `default_cache_dir()`); False disables it.
         progress: `progress(fraction, desc)` (gradio.Progress works); returning False, or
             raising `Cancelled`, stops the extraction.
+        person: which dancer to follow when the clip shows several: 1 = the leftmost on the frame
+            where `people.find_dancers` counts them (the numbers `people.draw_dancers` shows), 2 the
+            next, ...; followed through the whole clip (crossings, leaving the frame for a
+            moment), every frame analysed (pose_every does not apply). None (default): the most
+            visible person, as the estimator finds it.
+
+    Nobody at the start: when nobody (or not the chosen dancer) is seen during the first
+    `LEAD_GAP_S` seconds or more, the motion starts at the first frame with the person and
+    `Motion.warnings` says from which second. A chosen dancer who leaves for good (not seen
+    during the last `LEAD_GAP_S` seconds or more) is refused with the second they leave at.
 
     Raises:
         InputError: unreadable/empty/too long clip, unreadable/tiny photo, no person in the photo,
-            no person in any frame of the clip, bad settings.
+            no person in any frame of the clip, bad settings, a `person` beyond the dancers
+            counted, a chosen dancer who leaves for good.
     """
 
     H, W = check_size(size)
@@ -422,6 +449,7 @@ def extract_motion(
         raise InputError(f"max_frames must be at least 1, got {max_frames}")
     if int(pose_every) < 1:
         raise InputError(f"pose_every must be at least 1, got {pose_every}")
+    person = check_person(person)
     est_name = resolve_estimator_name(estimator)
     settings = {
         "size": [H, W],
@@ -435,6 +463,8 @@ def extract_motion(
         "pose_every": int(pose_every),
         "has_reference": reference_image is not None,
     }
+    if person is not None:  # only then: cache keys of extractions without a dancer stay as they were
+        settings["person"] = person
 
     # ---- cache lookup -----------------------------------------------------------------------
     cache_path = None
@@ -469,23 +499,18 @@ def extract_motion(
     photo = None
     if reference_image is not None:
         photo = load_image(reference_image, max_side=2048)
-    # ---- the photo's person (first: a bad photo fails before the clip is decoded) --------------
-
-    ref_kp = None
-    if photo is not None:
-        stages.report("photo", 0, 1, "finding the person in the photo")
-        photo_est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=False, analysis_side=1024)
-        people = [p for p in photo_est(photo) if p.has_body()]
-        _reset(photo_est)
-        if not people:
-            raise InputError(
-                "no person found in the photo; use a photo where one person is clearly visible "
-                "(head and shoulders at least, ideally the whole body), well lit and not too small"
-            )
-        people.sort(key=lambda p: p.area(), reverse=True)
-        if len(people) > 1:
-            warnings.append(f"the photo shows {len(people)} people; the biggest one is animated")
-        ref_kp = people[0]
+    # ---- the photo's person (first: a bad photo fails before the clip is used), while the clip
+    # decodes on a second thread ------------------------------------------------------------------
+    decoding = None
+    if not isinstance(driving_video, Video):
+        # Decode a little larger than the canvas: framing may zoom in on the dancer.
+        decoding = _Decoding(driving_video, fps, max_frames, int(max(H, W) * 1.5))
+    try:
+        ref_kp = _photo_person(photo, estimator, est_name, stages, warnings)
+    except BaseException:
+        if decoding is not None:
+            decoding.abandon()
+        raise
     stages.next("photo")
 
     # ---- the clip ----------------------------------------------------------------------------
@@ -495,41 +520,33 @@ def extract_motion(
             video = dataclasses.replace(video, frames=video.frames[:max_frames], timestamps=video.timestamps[:max_frames],
                                         truncated=True)
     else:
-        # Decode a little larger than the canvas: framing may zoom in on the dancer.
-        video = read_video(driving_video, fps=fps, max_frames=max_frames, max_side=int(max(H, W) * 1.5),
-                           progress=lambda d, t: stages.report("decode", d, t, "reading the video"))
+        video = decoding.result(lambda d, t: stages.report("decode", d, t, "reading the video"))
     warnings += list(video.warnings)
     stages.next("decode")
 
     # ---- pose per frame ---------------------------------------------------------------------
-    est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=True, analysis_side=analysis_side)
-    # Video-mode (tracking) estimators sometimes lose a person they would find from scratch: a frame
-    # where tracking finds nobody is analysed again by a fresh single-image estimator.
-    retry = None
-    if isinstance(estimator, str) and est_name == "mediapipe":
-        retry = _make_estimator(est_name, video=False, analysis_side=analysis_side)  # its graph starts on first use
-    _reset(est)
-    per_frame = []
-    retried = 0
     n = len(video)
-    analysed = sorted(set(range(0, n, int(pose_every))) | {n - 1})
-    for j, i in enumerate(analysed):
-        people = [p for p in est(video.frames[i]) if p.has_body()]
-        if not people and retry is not None:
-            retried += 1
-            people = [p for p in retry(video.frames[i]) if p.has_body()]
-        per_frame.append(people)
-        stages.report("pose", j + 1, len(analysed), f"finding the pose: frame {i + 1}/{n}")
-    _reset(est)
-    if retry is not None:
-        _reset(retry)
-    settings["frames_reanalysed"] = retried
+    report = lambda done, total, desc: stages.report("pose", done, total, desc)  # noqa: E731
+    if person is not None:
+        track = _follow_chosen_dancer(driving_video, video, person, estimator, est_name, fps, max_frames, report)
+        settings["pose_every"] = 1
+        settings["estimator_used"] = (f"{est_name} (following dancer {person})" if isinstance(estimator, str)
+                                      else type(estimator).__name__)
+    else:
+        track, used, retried = _estimate_main_person(video, estimator, est_name, analysis_side, int(pose_every), report)
+        settings["frames_reanalysed"] = retried
+        settings["estimator_used"] = used
     stages.next("pose")
-    track = _interpolate_track(analysed, track_main_person(per_frame), n)
     if all(k is None for k in track):
         raise InputError(
             "no person found in any frame of the driving video; use a clip where one person is clearly visible"
         )
+    video, track, lead_warning = _trim_leading_gap(video, track, person)
+    if lead_warning:
+        warnings.append(lead_warning)
+    if person is not None:
+        _check_dancer_stays(video, track, person)
+    n = len(video)
     if smooth:
         track = smooth_keypoints(track, video.fps)
 
@@ -559,7 +576,8 @@ def extract_motion(
     kp_rt = np.zeros((n, 128, 3), np.float32)
     kp_drv = np.zeros((n, 128, 3), np.float32)
     frames_out = np.zeros((n, H, W, 3), np.uint8) if keep_frames else None
-    for t in range(n):
+
+    def draw(t: int) -> None:
         if keep_frames:
             frames_out[t] = drv_framing.apply_to_image(video.frames[t])
         if drv_kp[t] is not None and rt_kp[t] is not None:
@@ -567,10 +585,13 @@ def extract_motion(
             kp_drv[t] = drv_kp[t].to_array()
             kp_rt[t] = rt_kp[t].to_array()
             pose_images[t] = draw_pose(rt_kp[t], H, W)
-            patches, found = _face_patches_for_frame(video.frames[t], drv_framing, kp_drv[t], kp_rt[t], MIN_CONFIDENCE)
-            if found:
-                face_images[t], face_found[t] = patches, True
-        stages.report("draw", t + 1, n, f"drawing the controls: frame {t + 1}/{n}")
+            # drawn straight into the black face_images[t]; where no face is found it stays black
+            _, face_found[t] = _face_patches_for_frame(video.frames[t], drv_framing, kp_drv[t], kp_rt[t], MIN_CONFIDENCE,
+                                                       out=face_images[t])
+
+    # frames are independent: both cores draw (OpenCV and numpy let go of the GIL)
+    _in_parallel([range(k, n, workers()) for k in range(workers())], lambda part, tick: [(draw(t), tick()) for t in part],
+                 lambda done: stages.report("draw", done, n, f"drawing the controls: frame {done}/{n}"))
     if not person_found.all():
         warnings.append(f"{int((~person_found).sum())} of {n} frames show no person; their skeleton images are blank")
     off = _frames_off_canvas(kp_rt[person_found], H, W)
@@ -582,7 +603,6 @@ def extract_motion(
     if not face_found.any():
         warnings.append("no face found in any frame; the face controls are blank (the expression will not follow the clip)")
 
-    settings["estimator_used"] = type(est).__name__
     settings["seconds"] = round(time.perf_counter() - started, 3)
     settings["cache"] = "miss" if cacheable else "off"
     motion = Motion(
@@ -609,6 +629,276 @@ def extract_motion(
     if progress is not None:
         progress(1.0, "motion extracted")
     return motion
+
+
+def _photo_person(photo, estimator, est_name: str, stages: "_Stages", warnings: list):
+    """The photo's person (the biggest one; a warning when there are several), or None without a photo."""
+    if photo is None:
+        return None
+    stages.report("photo", 0, 1, "finding the person in the photo")
+    photo_est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=False, analysis_side=1024)
+    people = [p for p in photo_est(photo) if p.has_body()]
+    _reset(photo_est)
+    if not people:
+        raise InputError(
+            "no person found in the photo; use a photo where one person is clearly visible "
+            "(head and shoulders at least, ideally the whole body), well lit and not too small"
+        )
+    people.sort(key=lambda p: p.area(), reverse=True)
+    if len(people) > 1:
+        warnings.append(f"the photo shows {len(people)} people; the biggest one is animated")
+    return people[0]
+
+
+class _Decoding:
+    """`read_video` on a thread of its own (the clip decodes while the photo is analysed); its
+    progress reaches the caller's thread in `result`, and `abandon` stops it."""
+
+    def __init__(self, path, fps, max_frames, max_side: int):
+        self.done = (0, None)
+        self.stop = threading.Event()
+        self.video, self.error = None, None
+        self.thread = threading.Thread(target=self._run, args=(path, fps, max_frames, max_side), daemon=True)
+        self.thread.start()
+
+    def _run(self, path, fps, max_frames, max_side):
+        try:
+            self.video = read_video(path, fps=fps, max_frames=max_frames, max_side=max_side, progress=self._progress)
+        except BaseException as err:  # noqa: BLE001 - raised on the caller's thread by result()
+            self.error = err
+
+    def _progress(self, done, total):
+        self.done = (done, total)
+        return not self.stop.is_set()  # False makes read_video stop
+
+    def abandon(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def result(self, report) -> Video:
+        try:
+            while self.thread.is_alive():
+                self.thread.join(0.05)
+                report(*self.done)
+        except BaseException:
+            self.abandon()
+            raise
+        if self.error is not None:
+            raise self.error
+        report(*self.done)
+        return self.video
+
+
+LEAD_GAP_S = 1.0  # nobody during this long at the start: the motion starts later; a chosen dancer gone this long at the end: refused
+
+
+def check_person(person) -> Optional[int]:
+    """`person` as a 1-based dancer number, or None (the most visible person)."""
+    if person is None:
+        return None
+    if isinstance(person, bool) or not isinstance(person, (int, np.integer)) and not (
+            isinstance(person, (float, str)) and str(person).strip().lstrip("+").replace(".0", "", 1).isdigit()):
+        raise InputError(f"person must be a dancer number from 1 (1 = the leftmost), got {person!r}")
+    value = int(float(person))
+    if value < 1:
+        raise InputError(f"person must be a dancer number from 1 (1 = the leftmost), got {person!r}")
+    return value
+
+
+def _in_parallel(parts: list, work: Callable, report: Callable[[int], None]) -> None:
+    """Run work(part, tick) for every part on its own thread, and report(done) on this thread for
+    every unit done (`tick()` counts one), so progress callbacks and cancelling stay on the
+    caller's thread. A failure or a cancel stops the other parts at their next tick."""
+    parts = [p for p in parts if len(p)]
+    if len(parts) <= 1:  # no thread needed
+        done = [0]
+
+        def tick():
+            done[0] += 1
+            report(done[0])
+
+        for part in parts:
+            work(part, tick)
+        return
+    state = {"done": 0, "running": len(parts)}
+    cond = threading.Condition()
+    stop = threading.Event()
+    errors: list = []
+
+    def tick():
+        if stop.is_set():
+            raise _Stopped()
+        with cond:
+            state["done"] += 1
+            cond.notify()
+
+    def run(part):
+        try:
+            work(part, tick)
+        except _Stopped:
+            pass
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            errors.append(err)
+            stop.set()
+        finally:
+            with cond:
+                state["running"] -= 1
+                cond.notify()
+
+    threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in parts]
+    for t in threads:
+        t.start()
+    reported = 0
+    try:
+        while True:
+            with cond:
+                while state["done"] == reported and state["running"] > 0:
+                    cond.wait(0.5)
+                done, running = state["done"], state["running"]
+            while reported < done:
+                reported += 1
+                report(reported)
+            if running == 0 or stop.is_set():
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+
+
+class _Stopped(Exception):
+    """A worker thread stops because another one failed or the job was cancelled."""
+
+
+def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side: int, pose_every: int, report):
+    """The most visible person per analysed frame (the estimator's own choice), made consistent by
+    `track_main_person` and interpolated to every frame. The embedded estimator runs on the two
+    halves of the clip at once (one tracking graph each), which uses both cores; when the second
+    half's graph starts on another person than the one the first half's was following (several
+    people), the second half is analysed again by the first half's graph, as one pass would have.
+    Returns (track, estimator class name, frames analysed again)."""
+    n = len(video)
+    analysed = sorted(set(range(0, n, pose_every)) | {n - 1})
+    per_frame: list = [None] * len(analysed)
+    retried = []
+    own = isinstance(estimator, str)
+    parts = [list(range(len(analysed)))]
+    if own and est_name == "mediapipe" and len(analysed) >= 16:
+        k = workers()
+        parts = [list(range(len(analysed) * i // k, len(analysed) * (i + 1) // k)) for i in range(k)]
+    used = [type(estimator).__name__ if not own else None]
+    graphs: dict = {}  # part index -> (estimator, retry), closed at the end
+
+    def run(part, tick, est, retry):
+        for j in part:
+            frame = video.frames[analysed[j]]
+            people = [p for p in est(frame) if p.has_body()]
+            if not people and retry is not None:
+                retried.append(j)
+                people = [p for p in retry(frame) if p.has_body()]
+            per_frame[j] = people
+            tick()
+
+    def work(part, tick):
+        est = estimator if not own else _make_estimator(est_name, video=True, analysis_side=analysis_side)
+        used[0] = type(est).__name__
+        # Video-mode (tracking) estimators sometimes lose a person they would find from scratch: a
+        # frame where tracking finds nobody is analysed again by a fresh single-image estimator.
+        retry = _make_estimator(est_name, video=False, analysis_side=analysis_side) if own and est_name == "mediapipe" else None
+        graphs[parts.index(part)] = (est, retry)
+        _reset(est)
+        run(part, tick, est, retry)
+
+    try:
+        _in_parallel(parts, work, lambda done: report(done, len(analysed),
+                                                       f"finding the pose: frame {analysed[min(done, len(analysed)) - 1] + 1}/{n}"))
+        for k in range(1, len(parts)):
+            if not _same_person(per_frame[parts[k - 1][-1]], per_frame[parts[k][0]]):
+                est, retry = graphs[k - 1]  # it is where the previous part ended: carry on from there
+                run(parts[k], lambda: None, est, retry)
+                graphs[k] = graphs[k - 1]
+    finally:
+        for est, retry in graphs.values():
+            _reset(est)
+            if retry is not None:
+                _reset(retry)
+    track = _interpolate_track(analysed, track_main_person(per_frame), n)
+    return track, used[0], len(retried)
+
+
+def _same_person(before: list, after: list) -> bool:
+    """Whether the main person of two neighbouring frames is one person (their body boxes overlap or
+    lie within half a box diagonal); True when either frame has nobody."""
+    boxes = [max((p.bbox(MIN_CONFIDENCE, "body") for p in people if p.bbox(MIN_CONFIDENCE, "body")),
+                 key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None) for people in (before or [], after or [])]
+    a, b = boxes
+    if a is None or b is None:
+        return True
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    diag = float(np.hypot(a[2] - a[0], a[3] - a[1]))
+    centre = float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2))
+    return ix > 0 and centre <= 0.5 * diag
+
+
+def _follow_chosen_dancer(driving_video, video: Video, person: int, estimator, est_name: str, fps, max_frames, report):
+    """Keypoints of dancer `person` in every frame (None where not seen): the dancers are counted
+    exactly as `people.find_dancers` counts them for the user, then followed (people.py)."""
+    source = driving_video if not isinstance(driving_video, Video) else video
+    dancers = find_dancers(source, fps=fps, max_frames=max_frames)
+    if dancers.count == 0:
+        raise InputError("no person found in the first seconds of the driving video, so there is no dancer to choose; "
+                         "leave the dancer unset or use a clip where the dancers are clearly visible")
+    if person > dancers.count:
+        choices = "1" if dancers.count == 1 else f"1 to {dancers.count}" if dancers.count > 2 else "1 or 2"
+        what = "1 dancer" if dancers.count == 1 else f"{dancers.count} dancers"
+        raise InputError(f"the clip shows {what}; choose {choices} (dancer {person} does not exist)")
+    start = int(np.argmin(np.abs(np.asarray(video.timestamps) - video.timestamps[0] - dancers.time)))
+    progress = lambda done, total: report(done, total, f"following dancer {person}: frame {done}/{total}")  # noqa: E731
+    if isinstance(estimator, str) and est_name == "mediapipe":
+        return follow_dancer(video.frames, dancers, person, start, progress=progress)
+    # other estimators see several people themselves: follow the dancer among what they find
+    est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=True, analysis_side=DEFAULT_ANALYSIS_SIDE)
+    _reset(est)
+    per_frame = []
+    for i in range(len(video)):
+        per_frame.append([p for p in est(video.frames[i]) if p.has_body()])
+        progress(i + 1, len(video))
+    _reset(est)
+    return follow_among(video.frames, per_frame, dancers, person, start)
+
+
+def _seconds(video: Video, i: int) -> float:
+    return float(video.timestamps[i] - video.timestamps[0])
+
+
+def _trim_leading_gap(video: Video, track: list, person: Optional[int]):
+    """Start the clip at the first frame with the person when nobody is seen during the first
+    LEAD_GAP_S seconds or more (a blank stretch the animation would only stand still in)."""
+    first = next(i for i, k in enumerate(track) if k is not None)
+    if first == 0 or _seconds(video, first) < LEAD_GAP_S:
+        return video, track, None
+    who = "nobody is" if person is None else f"dancer {person} is not"
+    msg = (f"{who} seen in the first {_seconds(video, first):.1f} s of the clip; the motion starts at "
+           f"{_seconds(video, first):.1f} s (frame {first + 1}), where {'a person' if person is None else 'the dancer'} "
+           "first appears")
+    video = dataclasses.replace(video, frames=video.frames[first:], timestamps=np.asarray(video.timestamps)[first:])
+    return video, track[first:], msg
+
+
+def _check_dancer_stays(video: Video, track: list, person: int) -> None:
+    """A chosen dancer not seen during the last LEAD_GAP_S seconds or more has left for good."""
+    last = max(i for i, k in enumerate(track) if k is not None)
+    n = len(track)
+    if last == n - 1:
+        return
+    gone = _seconds(video, last + 1)
+    if _seconds(video, n - 1) + 1.0 / video.fps - gone >= LEAD_GAP_S:
+        raise InputError(
+            f"dancer {person} leaves the frame at {gone:.1f} s and does not come back; choose another dancer, or "
+            f"extract only the part before: at most {last + 1} frames (max frames {last + 1}"
+            f"{'' if video.fps is None else f' at {video.fps:g} fps'})")
 
 
 def _frames_off_canvas(kp: np.ndarray, height: int, width: int, min_conf: float = 0.3) -> int:
