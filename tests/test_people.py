@@ -142,6 +142,70 @@ def test_the_chosen_dancer_is_followed_through_crossing_and_exit(media, person):
         assert np.linalg.norm(centre - mine) < np.linalg.norm(centre - theirs)
 
 
+def test_without_a_choice_the_halves_of_the_clip_follow_one_person(tmp_path):
+    """The embedded estimator runs on both halves of the clip at once; the second half's tracker
+    starts on whoever is most prominent there. Here the astronaut shrinks while Hopper grows, so it
+    starts on Hopper: the second half is analysed again from where the first left off."""
+    photos = _photos()
+    frames = []
+    for t in range(32):
+        a = t / 31
+        img = np.full((H, W, 3), 35, np.uint8)
+        for p, s, x0 in ((photos[0], 1.1 - 0.6 * a, 5), (photos[1], 0.5 + 0.6 * a, 200)):
+            q = cv2.resize(p, (int(p.shape[1] * s), int(p.shape[0] * s)))[: H - 120, : W - x0]
+            img[120:120 + q.shape[0], x0:x0 + q.shape[1]] = q
+        frames.append(img)
+    write_video(tmp_path / "swap.mp4", np.stack(frames), fps=FPS)
+    m = extract_motion(tmp_path / "swap.mp4", None, size=SIZE, fps=None, retarget="none", cache_dir=False)
+    framing = Framing.from_dict(m.framing["driving"])
+    x = [framing.inverse_points(m.driving_keypoints[t, :1, :2])[0, 0] for t in range(20)]
+    assert m.person_found[:20].all() and max(x) < 150  # the astronaut, on the left, across frame 16
+
+
+def test_following_in_two_halves_at_once_finds_the_same_dancer(media, monkeypatch):
+    """Long clips are followed in two halves at once, the second starting by finding the dancer by
+    its look (here in the middle of the crossing, where the astronaut is hidden)."""
+    import xdyna_core.preprocess.people as people
+    from xdyna_core.io import read_video
+
+    d, photos, noses = media
+    video = read_video(d / "duet.mp4")
+    dancers = find_dancers(d / "duet.mp4")
+    whole = people.follow_dancer(video.frames, dancers, 1, dancers.frame_index)
+    monkeypatch.setattr(people, "SPLIT_MIN_FRAMES", 8)
+    halves = people.follow_dancer(video.frames, dancers, 1, dancers.frame_index)
+    assert [k is None for k in halves] == [k is None for k in whole]
+    for a, b in zip(whole, halves):
+        if a is not None:
+            assert np.linalg.norm(a.body[NOSE, :2] - b.body[NOSE, :2]) < 8
+
+
+class Everyone:
+    """A multi-person estimator (what DWPose is): the detector, then the body model on each person."""
+
+    def __init__(self):
+        from xdyna_core.preprocess.mediapipe_estimator import PersonDetector, WholeBodyByRoi
+
+        self.detector, self.body = PersonDetector(), WholeBodyByRoi(body_only=True)
+
+    def __call__(self, image):
+        from xdyna_core.preprocess.people import people_in_frame
+
+        return [p[0] for p in people_in_frame(image, self.detector, self.body)]
+
+
+def test_estimators_that_see_everybody_follow_the_chosen_dancer_too(media):
+    d, photos, noses = media
+    m = extract_motion(d / "duet.mp4", None, size=SIZE, fps=None, retarget="none", smooth=False, cache_dir=False,
+                       person=2, estimator=Everyone())
+    framing = Framing.from_dict(m.framing["driving"])
+    assert m.person_found.sum() >= 28
+    for t in np.flatnonzero(m.person_found):
+        got = framing.inverse_points(m.driving_keypoints[t, :1, :2])[0]
+        mine, theirs = noses[1] + (B_LEFT[t], TOP), noses[0] + (A_LEFT[t], TOP)
+        assert np.linalg.norm(got - mine) < np.linalg.norm(got - theirs), f"frame {t} follows the other dancer"
+
+
 def test_dancer_numbers_beyond_the_clip_are_refused(media):
     d, _, _ = media
     with pytest.raises(InputError, match="the clip shows 2 dancers; choose 1 or 2"):
@@ -149,6 +213,13 @@ def test_dancer_numbers_beyond_the_clip_are_refused(media):
     for bad in (0, -1, "first", 1.5):
         with pytest.raises(InputError, match="person must be a dancer number from 1"):
             extract_motion(d / "duet.mp4", None, size=SIZE, cache_dir=False, person=bad)
+    nobody = d / "nobody.mp4"
+    write_video(nobody, _compose(_photos(), [[None] * 8, [None] * 8]), fps=FPS)
+    found = find_dancers(nobody)
+    assert found.count == 0 and found.boxes == [] and (draw_dancers(found) == found.frame).all()
+    with pytest.raises(InputError, match="no person found in the first seconds of the driving video, so there is no "
+                                         "dancer to choose"):
+        extract_motion(nobody, None, size=SIZE, cache_dir=False, person=1)
 
 
 def test_a_dancer_who_leaves_for_good_is_refused_with_the_second(media):
@@ -179,6 +250,7 @@ def test_cli_lists_dancers_and_follows_the_chosen_one(media, tmp_path):
                           "--person", "2", "--size", "384x512", "--retarget", "none", "--fps", "15", "--max-frames", "8",
                           "--no-cache", "-q"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+    assert "W0000" not in run.stderr + listed.stderr  # the graphs' start-up chatter stays out (threads too)
     from xdyna_core.preprocess.motion import Motion
 
     m = Motion.load(out)
@@ -190,3 +262,21 @@ def test_cli_lists_dancers_and_follows_the_chosen_one(media, tmp_path):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "the clip shows 2 dancers; choose 1 or 2" in bad.stderr
     assert not (tmp_path / "n.npz").exists()
+
+
+def test_person_is_a_motion_setting():
+    from xdyna_core.animation import MotionSettings, resolve_settings
+
+    assert resolve_settings(model="tiny", person=2).motion.person == 2
+    assert resolve_settings(model="tiny").motion.person is None
+    with pytest.raises(InputError, match="person must be a dancer number from 1"):
+        resolve_settings(model="tiny", person=0)
+    with pytest.raises(InputError, match="person must be a dancer number from 1"):
+        MotionSettings(person=-2).validate()
+    from xdyna_core.commands.animate import add_motion_arguments
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_motion_arguments(parser)
+    assert parser.parse_args(["--person", "3"]).person == 3

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
@@ -25,12 +26,13 @@ import cv2
 import numpy as np
 import torch
 
-from xdyna_core import audio, io
+from xdyna_core import audio, distributed, io
+from xdyna_core.distributed import World
 from xdyna_core.errors import Cancelled, InputError, ModelUnavailable
 from xdyna_core.limits import Limits, check_clip, check_photo, prune_cache
 from xdyna_core.pipeline import XDynaPipeline
 from xdyna_core.preprocess.motion import (RETARGET_MODES, Motion, check_person, default_cache_dir, extract_motion,
-                                        file_digest)
+                                          file_digest)
 from xdyna_core.presets import CALL_KEYS, load_preset
 from xdyna_core.runtime import (MODEL_TINY, MODELS, LoadedModel, ModelManager, ModelSpec, free_memory, native_size,
                                 resolve_device, resolve_dtype, resolve_model)
@@ -443,12 +445,14 @@ def load_model(settings: Settings, models: ModelManager = MODELS, offload: bool 
 
 def generate(model: LoadedModel, photo: np.ndarray, motion: Motion, settings: GenerationSettings, *,
              progress: Optional[ProgressFn] = None, cancel: Optional[threading.Event] = None,
-             span: Tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+             span: Tuple[float, float] = (0.0, 1.0), world: Optional[World] = None) -> np.ndarray:
     """Run the pipeline on a motion: uint8 frames [T, H, W, 3]. The VAE sees the photo as framed
     by the extraction (`motion.reference_image`; the pipeline crops a raw photo itself), the CLIP
     image encoder the photo as given, uncropped (docs/official-behaviour.md §22). A CPU generator
     seeded with `settings.seed`: the same video for the same seed on any device. One generation
-    at a time per process; `cancel` is checked after every window of every step."""
+    at a time per process; `cancel` is checked after every window of every step. `world`: the
+    processes sharing this generation's windows (`XDynaPipeline.__call__`); each of them calls
+    this with the same arguments and gets the same frames."""
     pipe: XDynaPipeline = model.pipe
     job = _Job(progress, cancel)
     start, width = span
@@ -481,7 +485,7 @@ def generate(model: LoadedModel, photo: np.ndarray, motion: Motion, settings: Ge
                 ip_adapter_image=photo, pose_images=motion.pose_images, face_images=face,
                 height=motion.height, width=motion.width,
                 generator=torch.Generator("cpu").manual_seed(settings.seed), output_type="uint8",
-                progress=on_progress, callback_on_step_end=on_step_end, **kwargs)
+                progress=on_progress, callback_on_step_end=on_step_end, world=world, **kwargs)
             return out.frames
         except torch.cuda.OutOfMemoryError:
             raise ModelUnavailable(
@@ -507,44 +511,76 @@ def clip_of(motion: Motion) -> Optional[str]:
 def animate(photo, clip_or_motion, settings: Union[Settings, dict, None] = None, *, model=None,
             models: ModelManager = MODELS, limits: Optional[Limits] = None, cache_dir=None,
             keep_frames: bool = True, offload: bool = False, progress: Optional[ProgressFn] = None,
-            cancel: Optional[threading.Event] = None, audio_clip=None) -> Animation:
+            cancel: Optional[threading.Event] = None, audio_clip=None,
+            world: Union[World, None, str] = "auto") -> Animation:
     """Animate `photo` (path, PIL image or uint8 array) with `clip_or_motion`: a driving clip
     (path; its motion is extracted, cached) or a `Motion` (`extract`, `Motion.load`,
     `motion_from_videos`). `settings`: a `Settings` from `resolve_settings`, or a dict of its
     keyword arguments (then `model` picks the model: "tiny", "official" or a folder).
     `audio_clip`: the clip a given `Motion` was extracted from, whose sound goes with the result
     (default: the clip the motion records, if that file is still there unchanged; pose videos
-    have none). Inputs are checked before the model is loaded; nothing is written."""
+    have none). Inputs are checked before the model is loaded; nothing is written.
+
+    Several processes (`torchrun`, `accelerate launch`; `world` "auto" joins their process group,
+    a `World` names it, None keeps this process alone): every rank calls `animate` with the same
+    arguments; rank 0 reads the photo and extracts the motion and shares both, each rank loads
+    the model on its own device (cuda:LOCAL_RANK) and denoises its share of the windows, and every
+    rank returns the same `Animation` (only rank 0's motion keeps the driving frames). Under torchrun
+    a rank that animates alone (its own job) passes `world=None`."""
     if not isinstance(settings, Settings):
         settings = resolve_settings(model=model, **(settings or {}))
     settings.validate(limits)
+    if world == "auto":
+        world = distributed.auto_world()
     timings = {}
     job = _Job(progress, cancel)
+    started = time.monotonic()
+    if world is None:
+        image, motion, gen_span, clip = _inputs(photo, clip_or_motion, settings, limits, cache_dir, keep_frames,
+                                                progress, cancel, audio_clip)
+    else:
+        kept = {}
+
+        def on_main():  # the other ranks need neither the files nor the driving frames
+            image, motion, gen_span, clip = _inputs(photo, clip_or_motion, settings, limits, cache_dir, keep_frames,
+                                                    progress, cancel, audio_clip)
+            kept["motion"] = motion
+            return image, replace(motion, driving_frames=None), gen_span, clip
+
+        image, motion, gen_span, clip = world.from_main(on_main)
+        motion = kept.get("motion", motion)
+        world.log(f"{'extracted the motion and shared it' if world.is_main else 'motion from rank 0'}: "
+                  f"{motion.num_frames} frames at {format_size(*motion.size)}")
+        settings = replace(settings, device=world.device(settings.device))  # each rank its own GPU
+    timings["extract"] = time.monotonic() - started
+
+    started = time.monotonic()
+    with (world.together() if world is not None else nullcontext()):  # a rank cancelled or failing to load stops all
+        job.check()
+        loaded = load_model(settings, models, offload=offload, progress=progress)
+    timings["load"] = time.monotonic() - started
+    started = time.monotonic()
+    frames = generate(loaded, image, motion, settings.generation, progress=progress, cancel=cancel, span=gen_span,
+                      world=world)
+    timings["generate"] = time.monotonic() - started
+    return Animation(frames=frames, fps=float(motion.fps), motion=motion, settings=settings, timings=timings, clip=clip)
+
+
+def _inputs(photo, clip_or_motion, settings: Settings, limits, cache_dir, keep_frames, progress, cancel,
+            audio_clip=None):
+    """`animate`'s first stage: (photo as uint8 RGB, the motion on the canvas, the progress span
+    left for generation, the clip whose sound goes with the result)."""
     if limits is not None and isinstance(photo, (str, Path)):
         check_photo(photo, limits)
     image = io.load_image(photo)  # an unreadable photo is refused before any model is loaded
-    started = time.monotonic()
     if isinstance(clip_or_motion, Motion):
-        motion = fit_motion(clip_or_motion, settings.motion.size, settings.motion.max_frames)
-        gen_span = (0.0, 1.0)
         clip = os.fspath(audio_clip) if audio_clip is not None else clip_of(clip_or_motion)
-    else:
-        if clip_or_motion is None or not Path(clip_or_motion).is_file():
-            raise InputError(f"driving clip not found: {clip_or_motion}")
-        motion = extract(photo, clip_or_motion, settings.motion, size=settings.default_size, keep_frames=keep_frames,
-                         cache_dir=cache_dir, limits=limits, progress=progress, cancel=cancel, span=(0.0, 0.3))
-        gen_span = (0.3, 0.7)
-        clip = os.fspath(clip_or_motion)
-    timings["extract"] = time.monotonic() - started
-    job.check()
-
-    started = time.monotonic()
-    loaded = load_model(settings, models, offload=offload, progress=progress)
-    timings["load"] = time.monotonic() - started
-    started = time.monotonic()
-    frames = generate(loaded, image, motion, settings.generation, progress=progress, cancel=cancel, span=gen_span)
-    timings["generate"] = time.monotonic() - started
-    return Animation(frames=frames, fps=float(motion.fps), motion=motion, settings=settings, timings=timings, clip=clip)
+        return image, fit_motion(clip_or_motion, settings.motion.size, settings.motion.max_frames), (0.0, 1.0), clip
+    if clip_or_motion is None or not Path(clip_or_motion).is_file():
+        raise InputError(f"driving clip not found: {clip_or_motion}")
+    motion = extract(photo, clip_or_motion, settings.motion, size=settings.default_size, keep_frames=keep_frames,
+                     cache_dir=cache_dir, limits=limits, progress=progress, cancel=cancel, span=(0.0, 0.3))
+    return image, motion, (0.3, 0.7), os.fspath(clip_or_motion)
 
 
 # --------------------------------------------------------------------------------------

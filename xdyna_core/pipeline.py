@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence
 
@@ -42,6 +43,7 @@ from torch import _dynamo
 # only loads custom classes from modules that are already imported).
 import xdyna_core.models  # noqa: F401
 from xdyna_core.models.loading import OFFICIAL_SCHEDULER_CONFIG, load_official_components, official_scheduler  # noqa: F401  (DDIM, §25)
+from xdyna_core.distributed import World, describe_share, share
 from xdyna_core.errors import Cancelled, InputError
 from xdyna_core.models.controlnet import controlnet_shallow_residuals
 from xdyna_core.speed import SAMPLERS, DeepCacheState, SpeedOptions  # noqa: F401  (SAMPLERS: re-exported)
@@ -265,6 +267,27 @@ def _as_frames(frames, channels: int, what: str) -> np.ndarray:
     if frames.dtype != np.uint8:
         raise InputError(f"{what} must be uint8 (0..255), got dtype {frames.dtype}")
     return frames
+
+
+def _blend_window(acc: torch.Tensor, den: torch.Tensor, frames, weights, eps: torch.Tensor) -> None:
+    """Add one window's noise prediction [halves, 4, n, h, w] with its per-frame weights into the
+    running weighted sum `acc` [halves, 4, T, h, w] and the weight total `den` [T] (§29)."""
+    idx = torch.tensor(frames, device=acc.device)
+    wt = torch.tensor(weights, device=acc.device, dtype=torch.float32)
+    acc.index_add_(2, idx, eps * wt[None, None, :, None, None])  # x * 1.0 is exact: official sum
+    den.index_add_(0, idx, wt)
+
+
+def _window_share(num_windows: int, window_batch_size: int, world: Optional[World]):
+    """The groups of `window_batch_size` windows (lists of window indices), the groups this rank
+    runs (all of them without `world`; else its contiguous share, `distributed.share`) and how many
+    windows each rank runs (None without `world`). The groups are those of one process, so a
+    batched UNet call sees the same windows either way."""
+    groups = [list(range(s, min(s + window_batch_size, num_windows))) for s in range(0, num_windows, window_batch_size)]
+    if world is None:
+        return groups, range(len(groups)), None
+    counts = [sum(len(groups[g]) for g in share(len(groups), r, world.size)) for r in range(world.size)]
+    return groups, world.share(len(groups)), counts
 
 
 # ---------------------------------------------------------------------------
@@ -644,6 +667,7 @@ class XDynaPipeline(DiffusionPipeline):
         deep_cache_branch: Optional[int] = None,
         strength: float = 1.0,
         speed: Optional[SpeedOptions] = None,
+        world: Optional[World] = None,
     ):
         r"""Generate a video of the person in `image` following `pose_images`.
 
@@ -712,47 +736,64 @@ class XDynaPipeline(DiffusionPipeline):
                 noise). Below 1 only the last `int(num_inference_steps * strength)` steps run
                 (as in diffusers' image-to-image pipelines), so the latents start less noisy and keep more of the
                 reference's colours and layout (fewer steps run). Changes the output.
+            world: several processes on this one call (`xdyna_core.distributed.World`; every
+                rank calls with the same arguments and seed): at every step each rank predicts
+                the noise of its contiguous share of the windows (of the `window_batch_size`
+                groups), all gather every window's prediction and blend them in the
+                one-process order, then every rank takes the same scheduler step; the VAE
+                chunks are shared too. Every rank returns the same frames, equal to one
+                process's. `callback_on_step_end` and `progress` run on every rank (progress
+                counts the rank's own windows). None = this process alone.
 
         Returns `XDynaPipelineOutput(frames=...)` (or a tuple `(frames,)`).
         Raises `InputError` for bad inputs and `Cancelled` when interrupted (no
         partial result is returned).
         """
         self._interrupt = False
-        # 1. check and convert the inputs
-        ref_rgb = _as_rgb_uint8(image, "image")
-        ip_rgb = ref_rgb if ip_adapter_image is None else _as_rgb_uint8(ip_adapter_image, "ip_adapter_image")
-        pose = _as_frames(pose_images, 3, "pose_images")
-        num_frames = pose.shape[0]
-        height = pose.shape[1] if height is None else height
-        width = pose.shape[2] if width is None else width
-        self.check_inputs(height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
-                          window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs,
-                          strength, window_offsets, latents)
-        speed = self._speed_options(speed, window_batch_size=window_batch_size, sampler=sampler,
-                                    guidance_truncation=guidance_truncation, deep_cache_interval=deep_cache_interval,
-                                    deep_cache_branch=deep_cache_branch)
-        speed.validate(self._first_level_layers, window_schedule)
-        face = self.check_control_images(pose, face_images, height, width, face_conditioning_scale)
-        device = self._execution_device
-        do_cfg = guidance_scale >= 1.0  # §30
-        if hasattr(self.unet, "set_adapter_scale"):
-            self.unet.set_adapter_scale(adapter_scale)
+        world = world if world is not None and world.size > 1 else None
+        together = world.together if world is not None else nullcontext
+        with together():  # an error in steps 1-3 on one rank ends every rank (none left waiting)
+            # 1. check and convert the inputs
+            ref_rgb = _as_rgb_uint8(image, "image")
+            ip_rgb = ref_rgb if ip_adapter_image is None else _as_rgb_uint8(ip_adapter_image, "ip_adapter_image")
+            pose = _as_frames(pose_images, 3, "pose_images")
+            num_frames = pose.shape[0]
+            height = pose.shape[1] if height is None else height
+            width = pose.shape[2] if width is None else width
+            self.check_inputs(height, width, num_frames, num_inference_steps, guidance_scale, window_size, window_overlap,
+                              window_schedule, output_type, decode_chunk_size, callback_on_step_end_tensor_inputs,
+                              strength, window_offsets, latents)
+            speed = self._speed_options(speed, window_batch_size=window_batch_size, sampler=sampler,
+                                        guidance_truncation=guidance_truncation, deep_cache_interval=deep_cache_interval,
+                                        deep_cache_branch=deep_cache_branch)
+            speed.validate(self._first_level_layers, window_schedule)
+            face = self.check_control_images(pose, face_images, height, width, face_conditioning_scale)
+            device = self._execution_device
+            do_cfg = guidance_scale >= 1.0  # §30
+            if hasattr(self.unet, "set_adapter_scale"):
+                self.unet.set_adapter_scale(adapter_scale)
 
-        # 2. encode (once per call): text + IP-Adapter tokens, control streams, reference latent
-        conditioning = self.encode_conditioning(prompt, negative_prompt, ip_rgb, pose, face, do_cfg,
-                                                pose_conditioning_scale, face_conditioning_scale, device)
-        ref_latent = self.encode_latents(self.preprocess_reference(ref_rgb, height, width, device), generator)
+            # 2. encode (once per call): text + IP-Adapter tokens, control streams, reference latent
+            conditioning = self.encode_conditioning(prompt, negative_prompt, ip_rgb, pose, face, do_cfg,
+                                                    pose_conditioning_scale, face_conditioning_scale, device)
+            ref_latent = self.encode_latents(self.preprocess_reference(ref_rgb, height, width, device), generator)
 
-        # 3. timesteps, initial latents (§25-27) and the windows of every step (§28-29)
-        scheduler = self._sampler(speed.sampler)
-        timesteps = self.get_timesteps(scheduler, num_inference_steps, strength, device)
-        lat = self.prepare_latents(ref_latent, num_frames, timesteps[:1], scheduler, generator, latents, device)
-        windows = self.prepare_windows(num_frames, num_inference_steps, window_size, window_overlap, window_schedule,
-                                       window_weighting, window_offsets, generator)
-        step_kwargs = _step_kwargs(scheduler, eta, generator)
-        cfg_steps = speed.cfg_steps(len(timesteps))  # guidance truncation: CFG on the first steps only
-        conditional_only = conditioning.conditional()
-        deep_cache = speed.deep_cache()
+            # 3. timesteps, initial latents (§25-27) and the windows of every step (§28-29)
+            scheduler = self._sampler(speed.sampler)
+            timesteps = self.get_timesteps(scheduler, num_inference_steps, strength, device)
+            lat = self.prepare_latents(ref_latent, num_frames, timesteps[:1], scheduler, generator, latents, device)
+            windows = self.prepare_windows(num_frames, num_inference_steps, window_size, window_overlap, window_schedule,
+                                           window_weighting, window_offsets, generator)
+            step_kwargs = _step_kwargs(scheduler, eta, generator)
+            cfg_steps = speed.cfg_steps(len(timesteps))  # guidance truncation: CFG on the first steps only
+            conditional_only = conditioning.conditional()
+            deep_cache = speed.deep_cache()
+        if world is not None:
+            groups, my_groups, _ = _window_share(len(windows[0][0]), speed.window_batch_size, world)
+            mine = [j for g in my_groups for j in groups[g]]
+            mine = range(mine[0], mine[-1] + 1) if mine else range(0)
+            steps = f"{len(timesteps)} step{'s' if len(timesteps) != 1 else ''}"
+            world.log(f"denoising {describe_share(mine, len(windows[0][0]), 'windows')} at each of {steps}")
 
         # 4. denoising loop
         self._num_timesteps = len(timesteps)
@@ -762,20 +803,21 @@ class XDynaPipeline(DiffusionPipeline):
             noise_pred = self.predict_noise(
                 lat, t, *windows[i], conditioning if do_cfg and i < cfg_steps else conditional_only, scheduler,
                 guidance_scale=guidance_scale, window_batch_size=speed.window_batch_size, deep_cache=deep_cache,
-                step=i, num_steps=len(timesteps), progress=progress,
+                step=i, num_steps=len(timesteps), progress=progress, world=world,
             )
-            lat[:, :, 1:] = scheduler.step(noise_pred, t, lat[:, :, 1:], **step_kwargs).prev_sample
+            with together():  # a cancel or a failing callback on one rank stops every rank
+                lat[:, :, 1:] = scheduler.step(noise_pred, t, lat[:, :, 1:], **step_kwargs).prev_sample
 
-            if callback_on_step_end is not None:
-                local = {"latents": lat, "noise_pred": noise_pred}
-                out = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
-                if isinstance(out, dict) and out.get("latents") is not None:
-                    lat = out["latents"]
-            if self._interrupt:
-                raise Cancelled(f"generation cancelled after step {i + 1}/{len(timesteps)}")
+                if callback_on_step_end is not None:
+                    local = {"latents": lat, "noise_pred": noise_pred}
+                    out = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                    if isinstance(out, dict) and out.get("latents") is not None:
+                        lat = out["latents"]
+                if self._interrupt:
+                    raise Cancelled(f"generation cancelled after step {i + 1}/{len(timesteps)}")
 
         # 5. decode
-        frames = self.decode_latents(lat[:, :, 1:], decode_chunk_size, output_type, progress)
+        frames = self.decode_latents(lat[:, :, 1:], decode_chunk_size, output_type, progress, world=world)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)
@@ -832,38 +874,55 @@ class XDynaPipeline(DiffusionPipeline):
 
     def predict_noise(self, latents: torch.Tensor, t, windows, weights, conditioning: "Conditioning", scheduler, *,
                       guidance_scale: float, window_batch_size: int = 1, deep_cache: Optional[DeepCacheState] = None,
-                      step: int = 0, num_steps: int = 1, progress: Optional[Callable] = None) -> torch.Tensor:
+                      step: int = 0, num_steps: int = 1, progress: Optional[Callable] = None,
+                      world: Optional[World] = None) -> torch.Tensor:
         """Noise prediction for every noisy frame at timestep `t`: [1, 4, T, h, w] from
         latents [1, 4, 1 + T, h, w]. The windows go through the ControlNets and the UNet in
         groups of `window_batch_size`; each frame's predictions are blended with its
         windows' `weights` (§29); then CFG (§30) when `conditioning` has both halves.
-        `progress` is called after every window (`step` of `num_steps` for its info)."""
+        `progress` is called after every window (`step` of `num_steps` for its info).
+
+        With `world`, this rank runs its contiguous share of the groups, every rank gathers all
+        windows' predictions and blends them in window order, as one process does: the same sum
+        in the same order, so the same numbers."""
         device = self._execution_device
         halves = conditioning.halves
         num_frames, h, w = latents.shape[2] - 1, latents.shape[3], latents.shape[4]
         acc = torch.zeros((halves, 4, num_frames, h, w), device=device, dtype=torch.float32)
         den = torch.zeros((num_frames,), device=device, dtype=torch.float32)
+        groups, my_groups, counts = _window_share(len(windows), window_batch_size, world)
+        my_count = sum(len(groups[g]) for g in my_groups)
+        mine = []  # with `world`: this rank's predictions, in window order, until all are gathered
         done = 0
-        for gi, start in enumerate(range(0, len(windows), window_batch_size)):
-            group = windows[start : start + window_batch_size]
-            if self._interrupt:
-                raise Cancelled(f"generation cancelled at step {step + 1}/{num_steps}")
-            cached = deep_cache.reusable(gi, halves) if deep_cache is not None else None
-            eps, features = self._predict_window_group(latents, group, t, conditioning, scheduler, deep_cache, cached)
-            if features is not None:
-                deep_cache.store(gi, halves, features)
-            for j, (frames, eps_j) in enumerate(zip(group, eps)):
-                idx = torch.tensor(frames, device=device)
-                wt = torch.tensor(weights[start + j], device=device, dtype=torch.float32)
-                acc.index_add_(2, idx, eps_j * wt[None, None, :, None, None])  # x * 1.0 is exact: official sum
-                den.index_add_(0, idx, wt)
-                done += 1
-                if progress is not None:
-                    if progress(ProgressInfo("denoise", step, num_steps, done, len(windows))) is False:
-                        self._interrupt = True
-            del eps
-            if self._interrupt:
-                raise Cancelled(f"generation cancelled at step {step + 1}/{num_steps}")
+        with (world.together() if world is not None else nullcontext()):
+            for gi in my_groups:
+                group = groups[gi]
+                if self._interrupt:
+                    raise Cancelled(f"generation cancelled at step {step + 1}/{num_steps}")
+                cached = deep_cache.reusable(gi, halves) if deep_cache is not None else None
+                eps, features = self._predict_window_group(latents, [windows[j] for j in group], t, conditioning,
+                                                           scheduler, deep_cache, cached)
+                if features is not None:
+                    deep_cache.store(gi, halves, features)
+                for j, eps_j in zip(group, eps):
+                    if world is None:
+                        _blend_window(acc, den, windows[j], weights[j], eps_j)
+                    else:
+                        mine.append(eps_j)
+                    done += 1
+                    if progress is not None:
+                        if progress(ProgressInfo("denoise", step, num_steps, done, my_count)) is False:
+                            self._interrupt = True
+                del eps
+                if self._interrupt:
+                    raise Cancelled(f"generation cancelled at step {step + 1}/{num_steps}")
+        if world is not None:
+            if len({len(win) for win in windows}) != 1:
+                raise ValueError("windows shared between processes must have the same length")
+            shape = (halves, 4, len(windows[0]), h, w)
+            local = torch.stack(mine) if mine else torch.zeros((0, *shape), device=device, dtype=torch.float32)
+            for j, eps_j in enumerate(world.gather_rows(local, counts)):
+                _blend_window(acc, den, windows[j], weights[j], eps_j)
         noise_pred = acc / den[None, None, :, None, None]
         if halves == 2:
             uncond, cond = noise_pred.chunk(2)
@@ -940,34 +999,50 @@ class XDynaPipeline(DiffusionPipeline):
         return down, mid
 
     def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int = 8, output_type: str = "np",
-                       progress: Optional[Callable] = None):
+                       progress: Optional[Callable] = None, world: Optional[World] = None):
         """Final latents [1, 4, T, h, w] -> frames as `output_type` (see `__call__`; §31),
         `decode_chunk_size` frames per VAE call. Frames leave the accelerator as they are
         decoded; uint8 and PIL chunks are converted as they arrive (4x less host memory
-        than float)."""
+        than float). With `world` each rank decodes its contiguous share of the chunks (the
+        chunks of one process) and every rank gets all frames."""
         if output_type == "latent":
             return latents.cpu()
         as_uint8 = output_type in ("uint8", "pil")
-        frames = self._decode(latents, decode_chunk_size, progress, as_uint8)
+        frames = self._decode(latents, decode_chunk_size, progress, as_uint8, world)
         if output_type == "pil":
             return [PIL.Image.fromarray(f) for f in frames]
         return frames if as_uint8 else self._format(frames, output_type)
 
-    def _decode(self, latents, chunk, progress, as_uint8: bool = False):
+    def _decode(self, latents, chunk, progress, as_uint8: bool = False, world: Optional[World] = None):
         """Latents [1, 4, T, h, w] -> float32 CPU [T, 3, H, W] in [0, 1] (§31), or with
         `as_uint8` uint8 [T, H, W, 3] converted chunk by chunk (same values as `_format`)."""
         frames = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
+        starts = list(range(0, frames.shape[0], chunk))
+        mine = range(len(starts)) if world is None else world.share(len(starts))
+        if world is not None:
+            first, last = starts[mine[0]] if mine else 0, min(frames.shape[0], starts[mine[-1]] + chunk) if mine else 0
+            world.log("decoding " + describe_share(range(first, last), frames.shape[0], "frames"))
         out = []
-        n_chunks = math.ceil(frames.shape[0] / chunk)
-        for ci, s in enumerate(range(0, frames.shape[0], chunk)):
-            if self._interrupt:
-                raise Cancelled("generation cancelled while decoding")
-            img = self.vae.decode(frames[s : s + chunk].to(self.vae.dtype)).sample
-            img = (img.float() / 2 + 0.5).clamp(0, 1).cpu()
-            out.append(self._format(img, "uint8") if as_uint8 else img)
-            if progress is not None and progress(ProgressInfo("decode", ci + 1, n_chunks, 0, 0)) is False:
-                self._interrupt = True
-                raise Cancelled("generation cancelled while decoding")
+        with (world.together() if world is not None else nullcontext()):
+            for done, ci in enumerate(mine, 1):
+                s = starts[ci]
+                if self._interrupt:
+                    raise Cancelled("generation cancelled while decoding")
+                img = self.vae.decode(frames[s : s + chunk].to(self.vae.dtype)).sample
+                img = (img.float() / 2 + 0.5).clamp(0, 1).cpu()
+                out.append(self._format(img, "uint8") if as_uint8 else img)
+                if progress is not None and progress(ProgressInfo("decode", done, len(mine), 0, 0)) is False:
+                    self._interrupt = True
+                    raise Cancelled("generation cancelled while decoding")
+        if world is not None:  # every rank gets every frame, in order
+            h, w = frames.shape[2] * self.vae_scale_factor, frames.shape[3] * self.vae_scale_factor
+            row = (h, w, 3) if as_uint8 else (3, h, w)
+            local = torch.cat([torch.as_tensor(o) for o in out]) if out else \
+                torch.zeros((0, *row), dtype=torch.uint8 if as_uint8 else torch.float32)
+            counts = [sum(min(chunk, frames.shape[0] - starts[c]) for c in share(len(starts), r, world.size))
+                      for r in range(world.size)]
+            gathered = world.gather_rows(local, counts)
+            return gathered.numpy() if as_uint8 else gathered
         return np.concatenate(out) if as_uint8 else torch.cat(out)
 
     @staticmethod

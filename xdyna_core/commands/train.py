@@ -3,7 +3,9 @@
     xdyna train --config configs/train/tiny_stage1.yaml [--resume DIR|latest] [--max-steps N]
                 [--output DIR] [--set key=value ...]
 
-Several GPUs or nodes: ``accelerate launch -m xdyna_core.cli train --config ...``.
+Several GPUs or nodes: ``accelerate launch --multi_gpu --num_processes N -m xdyna_core.cli train --config ...``
+(one process per GPU; the same global batch trains on the same items and noise as one process,
+tests/test_train_distributed.py).
 Stage 0 builds and trains the tiny VAE + backbone; stage 1 the Dynamics-Adapter, pose ControlNet
 and motion modules on Harmonic-Data-Fusion data; stage 2 the S-Face ControlNet. Each stage
 writes ``<output>/model`` (the next stage's ``pretrained_model``), checkpoints, loss curve and
@@ -56,6 +58,8 @@ def run(args) -> int:
         if value is not None:
             overrides[key] = value
     cfg = load_config(args.config, overrides)
-    model_dir = Trainer(cfg, resume=args.resume, progress_bar=not args.quiet).train()
-    print(f"stage {cfg.stage} done: {model_dir}")
+    trainer = Trainer(cfg, resume=args.resume, progress_bar=not args.quiet)
+    model_dir = trainer.train()
+    if trainer.accelerator.is_main_process:
+        print(f"stage {cfg.stage} done: {model_dir}")
     return 0

@@ -82,13 +82,14 @@ def local_centres(face68) -> np.ndarray:
     return np.stack([np.round(xy[s].mean(0)) for s in (LEFT_EYE, RIGHT_EYE, MOUTH)]).astype(np.int64)
 
 
-def face_patches(image_rgb: np.ndarray, face68) -> tuple[np.ndarray, bool]:
-    """(uint8 [H, W, 6] = [local RGB, global RGB], found) for one frame and its 68 landmarks (or None)."""
+def face_patches(image_rgb: np.ndarray, face68, out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """(uint8 [H, W, 6] = [local RGB, global RGB], found) for one frame and its 68 landmarks (or None).
+    `out`: a black uint8 [H, W, 6] array to draw into (saves a frame-sized copy per frame)."""
     img = np.asarray(image_rgb)
     if img.ndim != 3 or img.shape[2] != 3:
         raise InputError(f"face_patches needs an RGB image [H, W, 3]; got {img.shape}.")
     H, W = img.shape[:2]
-    out = np.zeros((H, W, 6), np.uint8)
+    out = np.zeros((H, W, 6), np.uint8) if out is None else out
     box = face_box(face68, H, W)
     if box is None:
         return out, False

@@ -24,6 +24,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -59,26 +60,43 @@ MESH_TO_68 = (
 assert len(MESH_TO_68) == 68
 
 
+_MESH_A = np.array([ix[0] for ix in MESH_TO_68])
+_MESH_B = np.array([ix[-1] for ix in MESH_TO_68])  # the same point where there is one
+
+
 def mesh_to_68(mesh_xy: np.ndarray) -> np.ndarray:
     """[468+, 2] mesh points → [68, 2] iBUG-68 points."""
     mesh_xy = np.asarray(mesh_xy, np.float32)
-    return np.stack([mesh_xy[list(ix)].mean(0) for ix in MESH_TO_68])
+    return (mesh_xy[_MESH_A] + mesh_xy[_MESH_B]) * np.float32(0.5)
+
+
+_SILENCE_LOCK = threading.Lock()
+_silenced = {"depth": 0, "saved": None}
 
 
 @contextlib.contextmanager
 def _native_logs_silenced():
     """MediaPipe's C++ (absl) logging writes "W0000 ..." lines straight to file descriptor 2 while
     a graph starts and runs its first frame; GLOG_minloglevel does not reach it. Send descriptor 2
-    to /dev/null for that moment only, so the CLI and the server log stay readable."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    to /dev/null for that moment only, so the CLI and the server log stay readable. Graphs start
+    on several threads at once: the first one in redirects, the last one out restores."""
+    with _SILENCE_LOCK:
+        if _silenced["depth"] == 0:
+            sys.stderr.flush()
+            saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            _silenced["saved"] = saved
+        _silenced["depth"] += 1
     try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _SILENCE_LOCK:
+            _silenced["depth"] -= 1
+            if _silenced["depth"] == 0:
+                os.dup2(_silenced["saved"], 2)
+                os.close(_silenced["saved"])
+                _silenced["saved"] = None
 
 
 def _quiet_mediapipe():
@@ -91,7 +109,7 @@ def _quiet_mediapipe():
 
 
 def _landmarks_xy(lms, w, h):
-    return np.array([[p.x * w, p.y * h] for p in lms.landmark], np.float32)
+    return np.array([(p.x, p.y) for p in lms.landmark], np.float32) * np.array([w, h], np.float32)
 
 
 def holistic_to_keypoints(result, width: int, height: int, scale: float = 1.0) -> Keypoints | None:
@@ -245,8 +263,7 @@ def _solution(graph: str, outputs: list, side_inputs=None):
     from mediapipe.python.solution_base import SolutionBase
 
     config = text_format.Parse(graph, calculator_pb2.CalculatorGraphConfig())
-    with _native_logs_silenced():  # start-up chatter of a new graph
-        return SolutionBase(graph_config=config, side_inputs=side_inputs, outputs=outputs)
+    return SolutionBase(graph_config=config, side_inputs=side_inputs, outputs=outputs)
 
 
 @dataclass(frozen=True)
@@ -301,8 +318,11 @@ class PersonDetector:
 
     def _detect(self, img: np.ndarray, x0: int = 0, y0: int = 0) -> list:
         if self._graph is None:
-            self._graph = _solution(_DETECTOR_GRAPH, ["detections"])
-        res = self._graph.process({"image": img})
+            with _native_logs_silenced():  # start-up and first-frame chatter
+                self._graph = _solution(_DETECTOR_GRAPH, ["detections"])
+                res = self._graph.process({"image": img})
+        else:
+            res = self._graph.process({"image": img})
         h, w = img.shape[:2]
         out = []
         for d in res.detections or []:
@@ -390,17 +410,21 @@ class WholeBodyByRoi:
 
         img = check_image(image_rgb)
         h, w = img.shape[:2]
-        if self._graph is None and self.body_only:
-            self._graph = _solution(_BODY_GRAPH, ["pose_landmarks", "next_roi"],
-                                    {"model_complexity": 1, "enable_segmentation": False})
-        elif self._graph is None:
-            self._graph = _solution(_WHOLE_BODY_GRAPH, ["pose_landmarks", "next_roi", "left_hand_landmarks",
-                                                        "right_hand_landmarks", "face_landmarks"],
-                                    {"model_complexity": 1, "enable_segmentation": False,
-                                     "refine_face_landmarks": False})
         rect = rect_pb2.NormalizedRect(x_center=roi.cx / w, y_center=roi.cy / h, width=roi.size / w,
                                        height=roi.size / h, rotation=roi.rotation)
-        res = self._graph.process({"image": img, "roi": rect})
+        if self._graph is not None:
+            res = self._graph.process({"image": img, "roi": rect})
+        else:
+            with _native_logs_silenced():  # start-up and first-frame chatter
+                if self.body_only:
+                    self._graph = _solution(_BODY_GRAPH, ["pose_landmarks", "next_roi"],
+                                            {"model_complexity": 1, "enable_segmentation": False})
+                else:
+                    self._graph = _solution(_WHOLE_BODY_GRAPH, ["pose_landmarks", "next_roi", "left_hand_landmarks",
+                                                                "right_hand_landmarks", "face_landmarks"],
+                                            {"model_complexity": 1, "enable_segmentation": False,
+                                             "refine_face_landmarks": False})
+                res = self._graph.process({"image": img, "roi": rect})
         if res.pose_landmarks is None:
             return None, None
         if self.body_only:

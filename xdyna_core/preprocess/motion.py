@@ -10,12 +10,20 @@
 and caches the result (`.npz`, keyed by the content of both files and every setting), so the
 second extraction of the same clip is instant.
 
+Speed: the embedded estimator runs on the two halves of the clip at once (a tracking graph each)
+and the controls are drawn on both cores. Several people: `person=N` follows dancer N as
+`people.find_dancers` numbers them (1 = leftmost), see people.py; without it, the most visible
+person (the estimator's own choice, made consistent by `pose.track_main_person`).
+
 Policies (each a documented fallback, never a traceback):
 - no person in the photo → InputError; several people in the photo → the biggest one
   (largest keypoint box) is animated, and `Motion.warnings` says so;
 - no person in any driving frame → InputError; in some frames → a black skeleton image for those
   frames and `person_found[t] = False` (black is what the model saw for "no person");
-- no face in a frame → black face patches and `face_found[t] = False`.
+- no face in a frame → black face patches and `face_found[t] = False`;
+- nobody during the first second or more → the motion starts where the person first appears
+  (`Motion.warnings` names the second); a chosen dancer (`person`) not seen during the last
+  second or more has left for good → InputError naming the second and the frames to keep.
 
 Face patches and retargeting: retargeting moves and rescales the skeleton, so the driving face
 must move with it or the S-Face control would sit somewhere else than the skeleton's head. For
@@ -54,10 +62,14 @@ from .pose import MIN_CONFIDENCE, Keypoints, get_estimator, smooth_keypoints, tr
 from .retarget import retarget_sequence
 
 FORMAT_VERSION = 1  # of the .npz layout
-CACHE_VERSION = "motion-2"  # bump when extraction results change, to invalidate old cache entries
-# (2: the source records the clip's sha256, so a saved motion finds its clip's sound again)
+CACHE_VERSION = "motion-3"  # bump when extraction results change, to invalidate old cache entries
+# (2: the source records the clip's sha256, so a saved motion finds its clip's sound again;
+#  3: clips analysed as decoded, on both halves at once; the first second without anybody cut)
 DEFAULT_MAX_FRAMES = 600  # frames extracted per clip unless asked otherwise (40 s at 15 fps)
-DEFAULT_ANALYSIS_SIDE = 512  # pose estimation runs on frames downscaled to this longest side
+# Pose estimation runs on frames downscaled to this longest side. 512×896 clips go in as decoded:
+# the models crop their own fixed-size inputs, so downscaling first only cost ~6 ms a frame and a
+# little accuracy (benchmarks/extract_speed.py).
+DEFAULT_ANALYSIS_SIDE = 1024
 DEFAULT_FPS = 15.0  # official launchers save at 15 fps; None keeps the clip's own rate
 HEAD_POINTS = (0, 14, 15, 16, 17)  # nose, eyes, ears (OpenPose-18)
 RETARGET_MODES = ("none", "global", "limbs")
@@ -346,7 +358,8 @@ def _head_transform(driving: np.ndarray, retargeted: np.ndarray, min_conf: float
     return 1.0, np.zeros(2)
 
 
-def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray, rt: np.ndarray, min_conf: float):
+def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray, rt: np.ndarray, min_conf: float,
+                            out: Optional[np.ndarray] = None):
     """S-Face patches for one source frame: the driving face on the canvas, moved with the
     retargeted head. Only the official face box is warped from the source frame (framing and head
     move composed into one map): the local eye/mouth rectangles always lie inside that box, so the
@@ -369,7 +382,7 @@ def _face_patches_for_frame(frame: np.ndarray, framing: Framing, drv: np.ndarray
     canvas = np.zeros((H, W, 3), np.uint8)
     canvas[y0:y1, x0:x1] = cv2.warpAffine(frame, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return face_patches(canvas, face)
+    return face_patches(canvas, face, out=out)
 
 
 def extract_motion(
@@ -486,23 +499,18 @@ def extract_motion(
     photo = None
     if reference_image is not None:
         photo = load_image(reference_image, max_side=2048)
-    # ---- the photo's person (first: a bad photo fails before the clip is decoded) --------------
-
-    ref_kp = None
-    if photo is not None:
-        stages.report("photo", 0, 1, "finding the person in the photo")
-        photo_est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=False, analysis_side=1024)
-        people = [p for p in photo_est(photo) if p.has_body()]
-        _reset(photo_est)
-        if not people:
-            raise InputError(
-                "no person found in the photo; use a photo where one person is clearly visible "
-                "(head and shoulders at least, ideally the whole body), well lit and not too small"
-            )
-        people.sort(key=lambda p: p.area(), reverse=True)
-        if len(people) > 1:
-            warnings.append(f"the photo shows {len(people)} people; the biggest one is animated")
-        ref_kp = people[0]
+    # ---- the photo's person (first: a bad photo fails before the clip is used), while the clip
+    # decodes on a second thread ------------------------------------------------------------------
+    decoding = None
+    if not isinstance(driving_video, Video):
+        # Decode a little larger than the canvas: framing may zoom in on the dancer.
+        decoding = _Decoding(driving_video, fps, max_frames, int(max(H, W) * 1.5))
+    try:
+        ref_kp = _photo_person(photo, estimator, est_name, stages, warnings)
+    except BaseException:
+        if decoding is not None:
+            decoding.abandon()
+        raise
     stages.next("photo")
 
     # ---- the clip ----------------------------------------------------------------------------
@@ -512,9 +520,7 @@ def extract_motion(
             video = dataclasses.replace(video, frames=video.frames[:max_frames], timestamps=video.timestamps[:max_frames],
                                         truncated=True)
     else:
-        # Decode a little larger than the canvas: framing may zoom in on the dancer.
-        video = read_video(driving_video, fps=fps, max_frames=max_frames, max_side=int(max(H, W) * 1.5),
-                           progress=lambda d, t: stages.report("decode", d, t, "reading the video"))
+        video = decoding.result(lambda d, t: stages.report("decode", d, t, "reading the video"))
     warnings += list(video.warnings)
     stages.next("decode")
 
@@ -579,9 +585,9 @@ def extract_motion(
             kp_drv[t] = drv_kp[t].to_array()
             kp_rt[t] = rt_kp[t].to_array()
             pose_images[t] = draw_pose(rt_kp[t], H, W)
-            patches, found = _face_patches_for_frame(video.frames[t], drv_framing, kp_drv[t], kp_rt[t], MIN_CONFIDENCE)
-            if found:
-                face_images[t], face_found[t] = patches, True
+            # drawn straight into the black face_images[t]; where no face is found it stays black
+            _, face_found[t] = _face_patches_for_frame(video.frames[t], drv_framing, kp_drv[t], kp_rt[t], MIN_CONFIDENCE,
+                                                       out=face_images[t])
 
     # frames are independent: both cores draw (OpenCV and numpy let go of the GIL)
     _in_parallel([range(k, n, workers()) for k in range(workers())], lambda part, tick: [(draw(t), tick()) for t in part],
@@ -623,6 +629,64 @@ def extract_motion(
     if progress is not None:
         progress(1.0, "motion extracted")
     return motion
+
+
+def _photo_person(photo, estimator, est_name: str, stages: "_Stages", warnings: list):
+    """The photo's person (the biggest one; a warning when there are several), or None without a photo."""
+    if photo is None:
+        return None
+    stages.report("photo", 0, 1, "finding the person in the photo")
+    photo_est = estimator if not isinstance(estimator, str) else _make_estimator(est_name, video=False, analysis_side=1024)
+    people = [p for p in photo_est(photo) if p.has_body()]
+    _reset(photo_est)
+    if not people:
+        raise InputError(
+            "no person found in the photo; use a photo where one person is clearly visible "
+            "(head and shoulders at least, ideally the whole body), well lit and not too small"
+        )
+    people.sort(key=lambda p: p.area(), reverse=True)
+    if len(people) > 1:
+        warnings.append(f"the photo shows {len(people)} people; the biggest one is animated")
+    return people[0]
+
+
+class _Decoding:
+    """`read_video` on a thread of its own (the clip decodes while the photo is analysed); its
+    progress reaches the caller's thread in `result`, and `abandon` stops it."""
+
+    def __init__(self, path, fps, max_frames, max_side: int):
+        self.done = (0, None)
+        self.stop = threading.Event()
+        self.video, self.error = None, None
+        self.thread = threading.Thread(target=self._run, args=(path, fps, max_frames, max_side), daemon=True)
+        self.thread.start()
+
+    def _run(self, path, fps, max_frames, max_side):
+        try:
+            self.video = read_video(path, fps=fps, max_frames=max_frames, max_side=max_side, progress=self._progress)
+        except BaseException as err:  # noqa: BLE001 - raised on the caller's thread by result()
+            self.error = err
+
+    def _progress(self, done, total):
+        self.done = (done, total)
+        return not self.stop.is_set()  # False makes read_video stop
+
+    def abandon(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def result(self, report) -> Video:
+        try:
+            while self.thread.is_alive():
+                self.thread.join(0.05)
+                report(*self.done)
+        except BaseException:
+            self.abandon()
+            raise
+        if self.error is not None:
+            raise self.error
+        report(*self.done)
+        return self.video
 
 
 LEAD_GAP_S = 1.0  # nobody during this long at the start: the motion starts later; a chosen dancer gone this long at the end: refused
@@ -710,8 +774,10 @@ class _Stopped(Exception):
 
 def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side: int, pose_every: int, report):
     """The most visible person per analysed frame (the estimator's own choice), made consistent by
-    `track_main_person` and interpolated to every frame. The embedded estimator runs on two halves
-    of the clip at once (one tracking graph each), which uses both cores.
+    `track_main_person` and interpolated to every frame. The embedded estimator runs on the two
+    halves of the clip at once (one tracking graph each), which uses both cores; when the second
+    half's graph starts on another person than the one the first half's was following (several
+    people), the second half is analysed again by the first half's graph, as one pass would have.
     Returns (track, estimator class name, frames analysed again)."""
     n = len(video)
     analysed = sorted(set(range(0, n, pose_every)) | {n - 1})
@@ -723,6 +789,17 @@ def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side:
         k = workers()
         parts = [list(range(len(analysed) * i // k, len(analysed) * (i + 1) // k)) for i in range(k)]
     used = [type(estimator).__name__ if not own else None]
+    graphs: dict = {}  # part index -> (estimator, retry), closed at the end
+
+    def run(part, tick, est, retry):
+        for j in part:
+            frame = video.frames[analysed[j]]
+            people = [p for p in est(frame) if p.has_body()]
+            if not people and retry is not None:
+                retried.append(j)
+                people = [p for p in retry(frame) if p.has_body()]
+            per_frame[j] = people
+            tick()
 
     def work(part, tick):
         est = estimator if not own else _make_estimator(est_name, video=True, analysis_side=analysis_side)
@@ -730,24 +807,39 @@ def _estimate_main_person(video: Video, estimator, est_name: str, analysis_side:
         # Video-mode (tracking) estimators sometimes lose a person they would find from scratch: a
         # frame where tracking finds nobody is analysed again by a fresh single-image estimator.
         retry = _make_estimator(est_name, video=False, analysis_side=analysis_side) if own and est_name == "mediapipe" else None
+        graphs[parts.index(part)] = (est, retry)
         _reset(est)
-        try:
-            for j in part:
-                frame = video.frames[analysed[j]]
-                people = [p for p in est(frame) if p.has_body()]
-                if not people and retry is not None:
-                    retried.append(j)
-                    people = [p for p in retry(frame) if p.has_body()]
-                per_frame[j] = people
-                tick()
-        finally:
+        run(part, tick, est, retry)
+
+    try:
+        _in_parallel(parts, work, lambda done: report(done, len(analysed),
+                                                       f"finding the pose: frame {analysed[min(done, len(analysed)) - 1] + 1}/{n}"))
+        for k in range(1, len(parts)):
+            if not _same_person(per_frame[parts[k - 1][-1]], per_frame[parts[k][0]]):
+                est, retry = graphs[k - 1]  # it is where the previous part ended: carry on from there
+                run(parts[k], lambda: None, est, retry)
+                graphs[k] = graphs[k - 1]
+    finally:
+        for est, retry in graphs.values():
             _reset(est)
             if retry is not None:
                 _reset(retry)
-
-    _in_parallel(parts, work, lambda done: report(done, len(analysed), f"finding the pose: frame {analysed[min(done, len(analysed)) - 1] + 1}/{n}"))
     track = _interpolate_track(analysed, track_main_person(per_frame), n)
     return track, used[0], len(retried)
+
+
+def _same_person(before: list, after: list) -> bool:
+    """Whether the main person of two neighbouring frames is one person (their body boxes overlap or
+    lie within half a box diagonal); True when either frame has nobody."""
+    boxes = [max((p.bbox(MIN_CONFIDENCE, "body") for p in people if p.bbox(MIN_CONFIDENCE, "body")),
+                 key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), default=None) for people in (before or [], after or [])]
+    a, b = boxes
+    if a is None or b is None:
+        return True
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    diag = float(np.hypot(a[2] - a[0], a[3] - a[1]))
+    centre = float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2))
+    return ix > 0 and centre <= 0.5 * diag
 
 
 def _follow_chosen_dancer(driving_video, video: Video, person: int, estimator, est_name: str, fps, max_frames, report):

@@ -15,7 +15,8 @@ frame with the most people (the earliest of those) is the counting frame; dancer
 by the centre of their body box from left to right.
 
 Following (`follow_dancer`, used by `extract_motion(person=N)`): starting on the counting frame,
-forwards to the end and backwards to the start (two threads), the chosen dancer's region is
+forwards to the end and backwards to the start (threads; a long forward part in two halves, the
+second one starting by finding the dancer by its look as after an exit), the chosen dancer's region is
 tracked from frame to frame by the body landmark model itself (the region the landmarks give for
 the next frame). Every frame is checked against the dancers' looks on the counting frame (a colour
 histogram of the torso): when the tracked torso looks more like another dancer than like the
@@ -46,6 +47,7 @@ WINDOW_S = 10.0  # dancers are counted in the first seconds of the clip
 SAMPLES = 8  # frames looked at for counting
 COUNT_SIDE = 640  # longest side of the frames used for counting
 MAX_LOOK_DISTANCE = 0.6  # Bhattacharyya distance above which a torso is nobody we know
+SPLIT_MIN_FRAMES = 24  # a forward part at least twice this long is followed in two halves at once
 LABEL_COLOURS = ((255, 80, 80), (80, 200, 255), (120, 230, 80), (255, 200, 40), (220, 120, 255), (255, 140, 200))
 
 
@@ -264,43 +266,44 @@ def _is_dancer(look, chosen: int, looks: Sequence) -> bool:
     return all(d <= look_distance(look, other) for k, other in enumerate(looks) if k != chosen)
 
 
-def _follow(frames, order: Sequence[int], start: Roi, chosen: int, looks: Sequence, out: list,
-            done: list, slot: int, stop: threading.Event) -> None:
-    """Follow the chosen dancer over frames[order] (one direction) into out[index]."""
-    whole, body, detector = WholeBodyByRoi(), WholeBodyByRoi(body_only=True), PersonDetector()
-    roi, last = start, start
-    try:
-        for i in order:
-            if stop.is_set():
-                return
-            frame = frames[i]
-            kp = None
-            if roi is not None:
-                kp, nxt = whole(frame, roi)
-                if kp is not None and kp.has_body() and _is_dancer(torso_look(frame, kp), chosen, looks):
-                    roi = nxt
-                else:
-                    kp, roi = None, None
-            if kp is None:
-                # lost: look for people again, nearest to where the dancer was last seen first
-                cands = sorted(detector(frame, tiles=1),
-                               key=lambda d: math.hypot(d.hip[0] - last.cx, d.hip[1] - last.cy))[:4]
-                for det in cands:
-                    bkp, nxt = body(frame, det.roi())
-                    if bkp is not None and bkp.has_body() and _is_dancer(torso_look(frame, bkp), chosen, looks):
-                        kp, roi2 = whole(frame, det.roi())
-                        if kp is not None and kp.has_body():
-                            roi = roi2
-                            break
-                        kp = None
-            if kp is not None and roi is not None:
-                last = roi
-            out[i] = kp if kp is not None and kp.has_body() else None
-            done[slot] += 1
-    finally:
-        whole.close()
-        body.close()
-        detector.close()
+class _Follower:
+    """Follows the chosen dancer frame by frame in one direction (its own graphs and state)."""
+
+    def __init__(self, start: Optional[Roi], last: Roi, chosen: int, looks: Sequence):
+        self.whole, self.body, self.detector = WholeBodyByRoi(), WholeBodyByRoi(body_only=True), PersonDetector()
+        self.roi, self.last = start, last  # region for the next frame (None: lost), where last seen
+        self.chosen, self.looks = chosen, looks
+
+    def step(self, frame: np.ndarray) -> Optional[Keypoints]:
+        chosen, looks = self.chosen, self.looks
+        kp = None
+        if self.roi is not None:
+            kp, nxt = self.whole(frame, self.roi)
+            if kp is not None and kp.has_body() and _is_dancer(torso_look(frame, kp), chosen, looks):
+                self.roi = nxt
+            else:
+                kp, self.roi = None, None
+        if kp is None:
+            # lost: look for people again, nearest to where the dancer was last seen first
+            last = self.last
+            cands = sorted(self.detector(frame, tiles=1),
+                           key=lambda d: math.hypot(d.hip[0] - last.cx, d.hip[1] - last.cy))[:4]
+            for det in cands:
+                bkp, _ = self.body(frame, det.roi())
+                if bkp is not None and bkp.has_body() and _is_dancer(torso_look(frame, bkp), chosen, looks):
+                    kp, roi = self.whole(frame, det.roi())
+                    if kp is not None and kp.has_body():
+                        self.roi = roi
+                        break
+                    kp = None
+        if kp is not None and self.roi is not None:
+            self.last = self.roi
+        return kp if kp is not None and kp.has_body() else None
+
+    def close(self) -> None:
+        self.whole.close()
+        self.body.close()
+        self.detector.close()
 
 
 def follow_dancer(frames: np.ndarray, dancers: Dancers, person: int, start_index: int,
@@ -328,31 +331,54 @@ def follow_dancer(frames: np.ndarray, dancers: Dancers, person: int, start_index
         raise InputError(f"dancer {person}'s body is not clearly visible on the frame where the dancers are counted "
                          f"({dancers.time:.1f} s); choose another dancer")
     out: list = [None] * n
-    done = [0, 0]
     stop = threading.Event()
     errors: list = []
+    roi = starts[chosen].roi
+    # (frames, region on the first one): forwards and backwards from the counting frame; a long
+    # forward part is cut in two, the second half finding the dancer by its look first, so both
+    # cores work; frames it does not find the dancer in before it does are then followed on from
+    # where the first half ended, as one pass would have
+    parts = [(range(start_index, n), roi), (range(start_index - 1, -1, -1), roi)]
+    if n - start_index >= 2 * SPLIT_MIN_FRAMES and workers() > 1:
+        mid = start_index + (n - start_index) // 2
+        parts[0:1] = [(range(start_index, mid), roi), (range(mid, n), None)]
+    followers = [_Follower(first, roi, chosen, looks) for _, first in parts]
+    done = [0] * len(parts)
 
-    def run(order, slot):
+    def run(slot, order):
         try:
-            _follow(frames, order, starts[chosen].roi, chosen, looks, out, done, slot, stop)
+            for i in order:
+                if stop.is_set():
+                    return
+                out[i] = followers[slot].step(frames[i])
+                done[slot] += 1
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
             errors.append(err)
             stop.set()
 
-    threads = [threading.Thread(target=run, args=(range(start_index, n), 0), daemon=True),
-               threading.Thread(target=run, args=(range(start_index - 1, -1, -1), 1), daemon=True)]
-    for t in threads:
-        t.start()
+    threads = [threading.Thread(target=run, args=(k, order), daemon=True) for k, (order, _) in enumerate(parts) if len(order)]
     try:
+        for t in threads:
+            t.start()
         while any(t.is_alive() for t in threads):
-            threads[0].join(0.1) if threads[0].is_alive() else threads[1].join(0.1)
+            next((t for t in threads if t.is_alive()), threads[0]).join(0.1)
             if progress is not None and progress(sum(done), n) is False:
                 stop.set()
                 raise Cancelled("motion extraction stopped by the user")
+        for t in threads:
+            t.join()
+        if len(parts) == 3 and not errors and followers[0].roi is not None:
+            second = parts[1][0]
+            for i in second:
+                if out[i] is not None:
+                    break
+                out[i] = followers[0].step(frames[i])
     finally:
         stop.set()
         for t in threads:
             t.join()
+        for f in followers:
+            f.close()
     if errors:
         raise errors[0]
     return out

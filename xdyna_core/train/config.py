@@ -120,6 +120,9 @@ class TrainConfig:
     log_every_steps: int = 10
     allow_tf32: bool = True
     device: Optional[str] = None  # None = what accelerate picks
+    # Debug: every process writes trace/rank-<r>.jsonl, one line per step with the item keys it
+    # read and a SHA-256 of the trained weights (costs a pass over the weights per step).
+    trace: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     stage0: Stage0Config = field(default_factory=Stage0Config)
     validation: ValidationConfig = field(default_factory=ValidationConfig)

@@ -100,7 +100,8 @@ class StepSampler(Sampler):
     Micro-batch ``m`` (counted over the whole run, gradient-accumulation steps included) of
     process ``r`` out of ``R`` holds keys ``((m * R) + r) * B + j``, ``j < B``: processes never
     share items, and resuming at optimiser step ``s`` means ``start_batch = s * accumulation``.
-    Infinite: the training loop decides when to stop.
+    Optimiser step ``s`` therefore reads keys ``s * G ... (s + 1) * G - 1`` with the global batch
+    ``G = B x accumulation x R``, however G is split. Infinite: the training loop decides when to stop.
     """
 
     def __init__(self, batch_size: int, start_batch: int = 0, num_processes: int = 1, process_index: int = 0):
@@ -115,6 +116,17 @@ class StepSampler(Sampler):
             base = (m * self.num_processes + self.process_index) * self.batch_size
             yield from range(base, base + self.batch_size)
             m += 1
+
+
+class WithKeys(Dataset):
+    """``dataset[key]`` with the key added to the item (``item["key"]``): the trainer draws the
+    item's noise from its key (``losses.ItemNoise``) and can log which items it read."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, key: int) -> dict:
+        return dict(self.dataset[key], key=int(key))
 
 
 class KeyedDataset(Dataset):

@@ -8,7 +8,8 @@ the same betas; Sec. 3.1 of the X-Dyna paper: latent diffusion with DDPM trainin
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import zlib
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +17,57 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from xdyna_core.pipeline import control_range, normalize_control
+
+
+class ItemNoise:
+    """The randomness of one micro-batch, drawn item by item: item ``i`` has its own generator
+    seeded from ``(seed, phase, key_i)``, where ``key_i`` is the item's position in the run's
+    item stream (``data.StepSampler``). An item therefore gets the same timestep, Gaussian noise,
+    VAE posterior sample and image-dropout draw whichever process reads it and whatever else is
+    in its micro-batch: 1 process x batch 4, 2 processes x 2 and 4 micro-batches of 1 train on
+    the same noise. Every draw returns ``[B, *shape]`` (item ``i`` from generator ``i``)."""
+
+    def __init__(self, seed: int, keys: Iterable[int], phase: str = "", device="cpu"):
+        tag = zlib.crc32(phase.encode())
+        self.keys = [int(k) for k in keys]
+        self.generators = []
+        for k in self.keys:
+            s = int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, tag, k, 0x7EA]).generate_state(1)[0])
+            self.generators.append(torch.Generator(device=device).manual_seed(s))
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self, shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+        out = torch.stack([torch.randn(tuple(shape), generator=g, device=g.device, dtype=torch.float32)
+                           for g in self.generators])
+        return out.to(device=device, dtype=dtype)
+
+    def rand(self, device=None) -> torch.Tensor:
+        """One uniform [0, 1) number per item: [B]."""
+        return torch.cat([torch.rand((1,), generator=g, device=g.device) for g in self.generators]).to(device)
+
+    def randint(self, high: int, device=None) -> torch.Tensor:
+        """One integer in [0, high) per item: [B] int64."""
+        return torch.cat([torch.randint(0, high, (1,), generator=g, device=g.device)
+                          for g in self.generators]).to(device)
+
+
+def encode_latents(vae, images: torch.Tensor, noise: ItemNoise, chunk_size: int = 64) -> torch.Tensor:
+    """VAE posterior samples x scaling factor, as ``XDynaPipeline.encode_latents`` computes them
+    (mean + std * eps, float32), with eps drawn per item: images [B, N, 3, H, W] (N images of
+    each item, e.g. the frames of a clip) -> latents [B, N, 4, h, w]."""
+    b, n = images.shape[:2]
+    flat = images.flatten(0, 1)
+    means, stds = [], []
+    for s in range(0, flat.shape[0], chunk_size):
+        dist = vae.encode(flat[s:s + chunk_size].to(vae.dtype)).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    eps = noise.randn((n, *mean.shape[1:]), device=mean.device, dtype=mean.dtype).flatten(0, 1)
+    z = (mean + std * eps).float() * vae.config.scaling_factor
+    return z.view(b, n, *z.shape[1:])
 
 
 def _dtype(module) -> torch.dtype:
@@ -39,12 +91,13 @@ def add_noise(alphas_cumprod: torch.Tensor, x0: torch.Tensor, noise: torch.Tenso
     return (a.sqrt().view(shape) * x0.float() + (1 - a).sqrt().view(shape) * noise.float()).to(x0.dtype)
 
 
-def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: Optional[torch.Generator] = None):
+def vae_loss(vae, images: torch.Tensor, kl_weight: float, noise: ItemNoise):
     """VAE objective for stage 0: L1 + MSE reconstruction, an L1 on image gradients (keeps
     edges sharp without a perceptual network), and a small KL to N(0, I) (Kingma & Welling
     2014; SD's autoencoder uses a KL weight of 1e-6). Returns (loss, parts dict)."""
     posterior = vae.encode(images).latent_dist
-    z = posterior.sample(generator=generator)
+    eps = noise.randn(posterior.mean.shape[1:], device=posterior.mean.device, dtype=posterior.mean.dtype)
+    z = posterior.mean + posterior.std * eps
     rec = vae.decode(z).sample.float()
     x = images.float()
     l1 = (rec - x).abs().mean()
@@ -61,11 +114,11 @@ def vae_loss(vae, images: torch.Tensor, kl_weight: float = 1e-6, generator: Opti
 
 
 def image_diffusion_loss(unet2d, latents: torch.Tensor, text: torch.Tensor, alphas_cumprod: torch.Tensor,
-                         generator: Optional[torch.Generator] = None):
+                         item_noise: ItemNoise):
     """Stage 0 backbone: eps-prediction MSE of a 2-D UNet on image latents [B, 4, h, w]."""
     b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
-    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator, device=latents.device)
+    noise = item_noise.randn(latents.shape[1:], device=latents.device)
+    t = item_noise.randint(len(alphas_cumprod), device=latents.device)
     noisy = add_noise(alphas_cumprod, latents, noise, t)
     pred = unet2d(noisy.to(_dtype(unet2d)), t, encoder_hidden_states=text.expand(b, -1, -1).to(_dtype(unet2d))).sample
     return F.mse_loss(pred.float(), noise)
@@ -141,12 +194,11 @@ def predict_noise(unet, ref_latents: torch.Tensor, noisy: torch.Tensor, t: torch
 
 def video_diffusion_loss(unet, ref_latents: torch.Tensor, latents: torch.Tensor, context: torch.Tensor,
                          alphas_cumprod: torch.Tensor, controlnets: Sequence, text: torch.Tensor,
-                         generator: Optional[torch.Generator] = None):
+                         item_noise: ItemNoise):
     """Stages 1-2: eps-prediction MSE of the X-Dyna UNet on a clip (latents [B, 4, F, h, w] of
     the ground-truth frames), noised at one timestep per clip; see `predict_noise`."""
-    b = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=torch.float32)
-    t = torch.randint(0, len(alphas_cumprod), (b,), generator=generator, device=latents.device)
+    noise = item_noise.randn(latents.shape[1:], device=latents.device)
+    t = item_noise.randint(len(alphas_cumprod), device=latents.device)
     noisy = add_noise(alphas_cumprod, latents, noise, t)
     pred = predict_noise(unet, ref_latents, noisy, t, context, controlnets, text)
     return F.mse_loss(pred.float(), noise)

@@ -10,16 +10,24 @@
 - ``validation/``       sample videos (stages 1-2) or image grids (stage 0) at intervals
 - ``summary.json``      steps, time, final loss, trained parameter counts
 
-Determinism: the batch of step ``s`` and all noise of step ``s`` (timesteps, Gaussian noise,
-VAE posterior samples, image-condition dropout) are pure functions of ``(seed, s, process)``,
-so a resumed run continues exactly as the uninterrupted one.
+Determinism: the items of step ``s`` are the ``s``-th global batch of the run's item stream
+(``StepSampler``), and all noise of an item (timestep, Gaussian noise, VAE posterior sample,
+image-condition dropout) is a pure function of ``(seed, phase, item key)`` (``losses.ItemNoise``).
+So a resumed run continues exactly as the uninterrupted one, and the same global batch
+(``train_batch_size x gradient_accumulation_steps x processes``) trains on the same items with
+the same noise whatever the number of processes.
 
 Works with ``accelerate launch`` (several GPUs / nodes): each process reads its own items
-(``StepSampler``), the objective module is wrapped for data parallelism by ``accelerator.prepare``.
+(``StepSampler``), the objective module is wrapped for data parallelism by ``accelerator.prepare``,
+only the main process writes the shared files (model, checkpoint weights, losses, validation,
+summary). ``trace: true`` writes ``trace/rank-<r>.jsonl`` per process: the item keys it read and
+a SHA-256 of the trained weights after every step (tests/test_train_distributed.py).
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import importlib
 import json
 import math
@@ -35,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast, set_seed
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file
 from torch import nn
@@ -52,8 +60,8 @@ from xdyna_core.testing import make_tiny_components
 from . import losses as L
 from .config import TrainConfig
 from .data import (HarmonicDataFusion, HumanVideoDataset, KeyedDataset, PooledImages, SceneVideoDataset, StepSampler,
-                   SyntheticHumanDataset, SyntheticImageDataset, SyntheticSceneDataset, harmonic_data_fusion,
-                   render_image_pool)
+                   SyntheticHumanDataset, SyntheticImageDataset, SyntheticSceneDataset, WithKeys,
+                   harmonic_data_fusion, render_image_pool)
 from .stages import count_parameters, set_trainable, stage1_parameter_groups, stage2_parameter_groups
 
 STATE_FILE = "trainer_state.json"
@@ -69,8 +77,8 @@ class VAEObjective(nn.Module):
         super().__init__()
         self.vae, self.kl_weight = vae, kl_weight
 
-    def forward(self, batch: dict, generator: torch.Generator):
-        loss, parts = L.vae_loss(self.vae, batch["image"], self.kl_weight, generator)
+    def forward(self, batch: dict, noise: L.ItemNoise):
+        loss, parts = L.vae_loss(self.vae, batch["image"], self.kl_weight, noise)
         return loss
 
 
@@ -86,16 +94,16 @@ class BackboneObjective(nn.Module):
         self.register_buffer("text", text, persistent=False)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
-    def forward(self, batch: dict, generator: torch.Generator):
+    def forward(self, batch: dict, noise: L.ItemNoise):
         with torch.no_grad():
-            encoders = self._frozen["encoders"]
+            vae = self._frozen["encoders"].vae
             if "latent_mean" in batch:  # a pre-encoded image pool: sample the posterior here
                 mean, std = batch["latent_mean"], batch["latent_std"]
-                eps = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
-                latents = (mean + std * eps) * encoders.vae.config.scaling_factor
+                eps = noise.randn(mean.shape[1:], device=mean.device)
+                latents = (mean + std * eps) * vae.config.scaling_factor
             else:
-                latents = encoders.encode_latents(batch["image"], generator)
-        return L.image_diffusion_loss(self.unet2d, latents, self.text, self.alphas_cumprod, generator)
+                latents = L.encode_latents(vae, batch["image"][:, None], noise)[:, 0]
+        return L.image_diffusion_loss(self.unet2d, latents, self.text, self.alphas_cumprod, noise)
 
 
 class VideoObjective(nn.Module):
@@ -128,19 +136,18 @@ class VideoObjective(nn.Module):
             self._uncond_hidden = uncond
         return hidden, self._uncond_hidden
 
-    def forward(self, batch: dict, generator: torch.Generator):
-        encoders = self._frozen["encoders"]
+    def forward(self, batch: dict, noise: L.ItemNoise):
+        vae = self._frozen["encoders"].vae
         frames, reference = batch["frames"], batch["reference"]
-        b, f = frames.shape[:2]
+        b = frames.shape[0]
         with torch.no_grad():
-            latents = encoders.encode_latents(frames.flatten(0, 1), generator)
-            latents = latents.view(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
-            ref_latents = encoders.encode_latents(reference, generator)
+            latents = L.encode_latents(vae, frames, noise).permute(0, 2, 1, 3, 4)  # [B, 4, F, h, w]
+            ref_latents = L.encode_latents(vae, reference[:, None], noise)[:, 0]
             hidden, uncond = self.clip_hidden_states(reference)
             pose_cond, face_cond = L.normalize_controls(batch["pose"], batch["face"] if self.use_face else None)
         # Classifier-free guidance: the pipeline's unconditional branch differs only in its IP
         # tokens (those of the mean-colour image), so that is what is dropped.
-        drop = torch.rand((b,), generator=generator, device=generator.device).to(hidden.device) < self.image_dropout
+        drop = noise.rand(hidden.device) < self.image_dropout
         hidden = torch.where(drop[:, None, None], uncond.expand_as(hidden), hidden)
         ip_tokens = self.image_proj(hidden.to(L._dtype(self.image_proj)))
         text = self.text.expand(b, -1, -1)
@@ -149,7 +156,7 @@ class VideoObjective(nn.Module):
         if self.use_face:
             controlnets.append((self.controlnet_face, face_cond))
         return L.video_diffusion_loss(self.unet, ref_latents, latents, context, self.alphas_cumprod, controlnets,
-                                      text, generator)
+                                      text, noise)
 
 
 # ----------------------------------------------------------------------------------------
@@ -251,7 +258,15 @@ def load_components(folder: str) -> dict:
             f"pretrained_model {folder!r} is not a pipeline folder (no model_index.json); point it at the previous "
             "stage's <output_dir>/model or at a folder written by `xdyna convert`")
     pipe = XDynaPipeline.from_pretrained(folder, torch_dtype=torch.float32)
-    return dict(pipe.components)
+    components = dict(pipe.components)
+    for m in components.values():
+        if isinstance(m, nn.Module):
+            # Each weight in its own fresh (64-byte aligned) memory: safetensors leaves them at
+            # any 8-byte offset of the file buffer, and CPU matrix kernels round differently there.
+            # Without this, a process that copies its weights (accelerate's multi-CPU device is
+            # `cpu:0`) computed other numbers than one that keeps them where the loader put them.
+            m._apply(torch.clone)
+    return components
 
 
 # ----------------------------------------------------------------------------------------
@@ -317,6 +332,15 @@ class Phase:
     groups: Dict[str, int] = field(default_factory=dict)
 
 
+def global_batches(config: dict, num_processes: int) -> dict:
+    """Items per optimiser step of each phase of the stage: batch size x gradient accumulation x
+    processes."""
+    n = config["gradient_accumulation_steps"] * num_processes
+    if str(config["stage"]) == "0":
+        return {"vae": config["stage0"]["vae_batch_size"] * n, "backbone": config["stage0"]["backbone_batch_size"] * n}
+    return {"video": config["train_batch_size"] * n}
+
+
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     """Linear warm-up, then constant or cosine decay to 10% (the LR multiplier at ``step``)."""
     if warmup and step < warmup:
@@ -335,12 +359,24 @@ class Trainer:
         self.cfg, self.log, self.progress_bar = cfg, log, progress_bar
         self.out = Path(cfg.output_dir)
         cpu = cfg.device == "cpu" or not torch.cuda.is_available()
+        # Started as several processes (accelerate launch --multi_gpu, torchrun) on a machine
+        # without CUDA: accelerate only sets up CPU data parallelism (gloo) when told the device
+        # is the CPU; otherwise every process would train alone on the same items.
+        world = max(int(os.environ.get(k, "1")) for k in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE",
+                                                          "MV2_COMM_WORLD_SIZE"))  # torchrun, mpirun
         self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision if not cpu else "no",
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            cpu=cfg.device == "cpu",
+            cpu=cfg.device == "cpu" or (world > 1 and not torch.cuda.is_available()),
+            # The LR schedule counts optimiser steps: stepped once per step below (accelerate would
+            # step it once per process, running it N times too fast on N processes).
+            step_scheduler_with_optimizer=False,
             project_config=ProjectConfiguration(project_dir=str(self.out)),
         )
+        if self.accelerator.num_processes != world:
+            raise InputError(f"started as {world} processes but accelerate runs "
+                             f"{self.accelerator.num_processes}: launch with `accelerate launch --multi_gpu "
+                             "--num_processes N` (add `--device cpu` on a machine without CUDA)")
         set_seed(cfg.seed)
         if cfg.allow_tf32 and torch.cuda.is_available():
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -355,8 +391,12 @@ class Trainer:
                 self.state = json.load(fh)
             saved = self.state.get("config", {})
             mine = cfg.to_dict()
-            differ = [k for k in ("stage", "seed", "train_batch_size", "gradient_accumulation_steps", "data")
-                      if k in saved and saved[k] != mine[k]]
+            differ = [k for k in ("stage", "seed", "data") if k in saved and saved[k] != mine[k]]
+            # The items and noise of a step depend on the global batch only, so a run may resume
+            # on another number of processes with the batch split differently.
+            n = self.accelerator.num_processes
+            if saved and global_batches(saved, self.state.get("num_processes", 1)) != global_batches(mine, n):
+                differ.append("global batch (batch size x gradient accumulation x processes)")
             if differ:
                 raise InputError(f"cannot resume {self.resume_dir}: its config differs in {', '.join(differ)}")
         self.components: dict = {}
@@ -384,8 +424,11 @@ class Trainer:
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        # save_state returns as soon as this process wrote its own files (each process writes its
+        # RNG state): the folder is renamed only when all have.
+        acc.wait_for_everyone()
         if acc.is_main_process:
-            state = dict(self.state, step=step, config=self.cfg.to_dict())
+            state = dict(self.state, step=step, config=self.cfg.to_dict(), num_processes=acc.num_processes)
             with open(tmp / STATE_FILE, "w") as fh:
                 json.dump(state, fh)
             if final.exists():
@@ -411,11 +454,19 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _generator(self, step: int, micro: int) -> torch.Generator:
-        seed = int(np.random.SeedSequence([self.cfg.seed, step, micro, self.accelerator.process_index, 0x7EA]
-                                          ).generate_state(1)[0])
-        device = self.device if self.device.type == "cuda" else "cpu"
-        return torch.Generator(device=device).manual_seed(seed)
+    def say(self, message: str) -> None:
+        """A log line from this process; tagged with the process when there are several."""
+        acc = self.accelerator
+        tag = f"[process {acc.process_index}/{acc.num_processes}] " if acc.num_processes > 1 else ""
+        self.log(tag + message)
+
+    def _agree(self, value: int) -> int:
+        """The main process's ``value`` on every process (a decision from a wall clock, which
+        each process reads differently; disagreeing processes would wait for each other forever)."""
+        if self.accelerator.num_processes == 1:
+            return int(value)
+        t = torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+        return int(broadcast(t, from_process=0).item())
 
     def _loader(self, dataset, batch_size: int, start_step: int):
         acc = self.accelerator
@@ -423,9 +474,24 @@ class Trainer:
                               num_processes=acc.num_processes, process_index=acc.process_index)
         # An in-memory pool is indexed in this process (workers would only copy it around).
         workers = 0 if isinstance(dataset, PooledImages) else self.cfg.data.num_workers
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        return DataLoader(WithKeys(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                           persistent_workers=False, pin_memory=self.device.type == "cuda",
                           prefetch_factor=4 if workers else None)
+
+    def _trace(self, step: int, phase: Phase, keys: List[List[int]], loss: float) -> None:
+        """One line per optimiser step in ``trace/rank-<r>.jsonl`` (this process's own file):
+        the item keys of each micro-batch, this process's loss and a SHA-256 of the trained
+        weights after the step."""
+        digest = hashlib.sha256()
+        for p in phase.params:
+            digest.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        acc = self.accelerator
+        folder = self.out / "trace"
+        folder.mkdir(parents=True, exist_ok=True)
+        line = {"step": step, "phase": phase.name, "rank": acc.process_index, "num_processes": acc.num_processes,
+                "keys": keys, "loss": loss, "weights_sha256": digest.hexdigest()}
+        with open(folder / f"rank-{acc.process_index}.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
 
     def run_phase(self, phase: Phase) -> None:
         acc, cfg = self.accelerator, self.cfg
@@ -444,9 +510,17 @@ class Trainer:
         objective, optimizer, lr_sched = acc.prepare(phase.objective, optimizer, lr_sched)
         if self.resume_dir is not None and self.state.get("phase") == phase.name:
             acc.load_state(str(self.resume_dir))
-            self.log(f"resumed from {self.resume_dir} at step {step}")
+            self.say(f"resumed from {self.resume_dir} at step {step}")
         self.state["phase"] = phase.name
         objective.train()
+        ga, r, n = cfg.gradient_accumulation_steps, acc.process_index, acc.num_processes
+        plan = (f"{phase.name}: steps {step}..{end - 1}, {ga} micro-batch(es) of {phase.batch_size} item(s) per step "
+                f"and process, global batch {phase.batch_size * ga * n}")
+        if n > 1:
+            plan += (f"; this process reads micro-batches {r}, {r + n}, {r + 2 * n}, ... of the item stream "
+                     f"(from micro-batch {(step - phase.start) * ga * n + r})")
+        self.say(plan)
+        noise_device = self.device if self.device.type == "cuda" else "cpu"
 
         loader = iter(self._loader(phase.dataset, phase.batch_size, step - phase.start))
         bar = None
@@ -460,53 +534,68 @@ class Trainer:
         total_budget = cfg.max_minutes * 60 if cfg.max_minutes else None
         limit = phase.end  # the step count the config allows; a time budget can only lower it
         mark_step, mark_t, next_check = step + 2, None, 8  # skip 2 warm-up steps, then re-estimate
+        # what this process read, for its closing log line (the first and the last keys)
+        first_step, num_read, first_keys, last_keys = step, 0, [], collections.deque(maxlen=16)
 
         while step < end:
-            micro_losses = []
-            for micro in range(cfg.gradient_accumulation_steps):
+            micro_losses, micro_keys = [], []
+            for micro in range(ga):
                 batch = next(loader)
+                keys = [int(k) for k in batch.pop("key")]
+                micro_keys.append(keys)
+                noise = L.ItemNoise(cfg.seed, keys, phase.name, device=noise_device)
                 batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
                 with acc.accumulate(objective):
                     with acc.autocast():
-                        loss = objective(batch, self._generator(step, micro))
+                        loss = objective(batch, noise)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm:
                         acc.clip_grad_norm_(phase.params, cfg.max_grad_norm)
                     optimizer.step()
-                    lr_sched.step()
                     optimizer.zero_grad(set_to_none=True)
                 micro_losses.append(loss.detach())
-            step_loss = acc.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+            lr_sched.step()
+            local_loss = torch.stack(micro_losses).mean()
+            step_loss = acc.reduce(local_loss.clone(), reduction="mean").item()
             if not math.isfinite(step_loss):
                 raise RuntimeError(f"loss became {step_loss} at step {step} ({phase.name}); lower the learning rate")
+            if cfg.trace:
+                self._trace(step, phase, micro_keys, float(local_loss))
+            for k in (k for keys in micro_keys for k in keys):
+                num_read += 1
+                (first_keys if len(first_keys) < 16 else last_keys).append(k)
             self.state["losses"].append([step, phase.name, step_loss])
             step += 1
             self.state["step"] = step
             now = time.time() - t_start
             self.state["elapsed"] = elapsed0 + now
             self.state.setdefault("phase_elapsed", {})[phase.name] = phase_t0 + now
-            # A wall-time budget becomes the phase's last step, estimated from the recent speed
-            # after 8, 16, 32, ... steps, so the LR schedule ends where the time does.
-            if step == mark_step:
-                mark_t = now
-            if (budget or total_budget) and mark_t is not None and step - mark_step >= next_check:
-                per_step = (now - mark_t) / (step - mark_step)
-                left = []
-                if budget:
-                    left.append(budget - (phase_t0 + now))
-                if total_budget:
-                    left.append(total_budget - (elapsed0 + now))
-                end = span["end"] = min(limit, max(step, step + int(min(left) / max(per_step, 1e-6))))
-                self.state["phase_end"][phase.name] = end
-                mark_step, mark_t, next_check = step, now, next_check * 2
-                if bar is not None:
-                    bar.total = end - phase.start
-                    bar.refresh()
-            over = (budget and phase_t0 + now > budget) or (total_budget and elapsed0 + now > total_budget)
-            if over and step < end:  # slower than measured: stop at the budget anyway
-                end = span["end"] = step
-                if bar is not None:
-                    bar.total = end - phase.start
+            if budget or total_budget:
+                # A wall-time budget becomes the phase's last step, estimated from the recent speed
+                # after 8, 16, 32, ... steps, so the LR schedule ends where the time does.
+                new_end = end
+                if step == mark_step:
+                    mark_t = now
+                if mark_t is not None and step - mark_step >= next_check:
+                    per_step = (now - mark_t) / (step - mark_step)
+                    left = []
+                    if budget:
+                        left.append(budget - (phase_t0 + now))
+                    if total_budget:
+                        left.append(total_budget - (elapsed0 + now))
+                    new_end = min(limit, max(step, step + int(min(left) / max(per_step, 1e-6))))
+                    mark_step, mark_t, next_check = step, now, next_check * 2
+                over = (budget and phase_t0 + now > budget) or (total_budget and elapsed0 + now > total_budget)
+                if over and step < new_end:  # slower than measured: stop at the budget anyway
+                    new_end = step
+                # every process measures its own clock: all follow the main process
+                new_end = self._agree(new_end)
+                if new_end != end:
+                    end = span["end"] = new_end
+                    self.state["phase_end"][phase.name] = end
+                    if bar is not None:
+                        bar.total = end - phase.start
+                        bar.refresh()
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_sched.get_last_lr()[0]:.2e}")
@@ -519,6 +608,10 @@ class Trainer:
                 phase.validate(step)
         if bar is not None:
             bar.close()
+        keys = _ranges(first_keys) + (f", ..., {_ranges(last_keys)}" if last_keys else "")
+        self.say(f"{phase.name}: trained steps {first_step}..{step - 1} on {num_read} items of its own (keys {keys}), "
+                 "weights synchronised with the other processes every step" if n > 1 else
+                 f"{phase.name}: trained steps {first_step}..{step - 1} on {num_read} items (keys {keys})")
         self.state["phase_end"][phase.name] = step
         self.save_checkpoint(step)
         acc.free_memory()
@@ -604,7 +697,7 @@ class Trainer:
             if "pool_seconds" not in self.state:
                 self.state["pool_seconds"] = time.time() - t
                 self.state["elapsed"] = self.state.get("elapsed", 0.0) + self.state["pool_seconds"]
-            self.log(f"rendered {len(pool)} images in {time.time() - t:.0f} s")
+            self.say(f"rendered {len(pool)} images in {time.time() - t:.0f} s")
         backbone_data = {"dataset": train_images}
         vae_end = min(s0.vae_steps, cfg.max_steps)
         text = self._text(comps)
@@ -627,7 +720,7 @@ class Trainer:
             vae.register_to_config(scaling_factor=float(self.state["vae_scaling_factor"]))
             if not skipped and self.accelerator.is_main_process:
                 vae.save_pretrained(str(vae_dir), safe_serialization=True)
-            self.log(f"VAE latent scaling factor {self.state['vae_scaling_factor']:.5f}")
+            self.say(f"VAE latent scaling factor {self.state['vae_scaling_factor']:.5f}")
             if pool is not None:  # encode the pool once: the backbone phase then never runs the VAE
                 backbone_data["dataset"] = self._encode_pool(vae, pool)
 
@@ -701,8 +794,11 @@ class Trainer:
             if cn_face is not None:
                 cn_face.enable_gradient_checkpointing()
         use_face = cfg.stage == "2"
-        dataset = build_video_dataset(cfg, human_only=use_face, identity_swap=use_face,
-                                      windows_per_clip=cfg.data.windows_per_clip)
+        # Video folders are preprocessed once into a cache: the main process fills it, then the
+        # others find their clips there (instead of every process extracting every clip).
+        with self.accelerator.main_process_first():
+            dataset = build_video_dataset(cfg, human_only=use_face, identity_swap=use_face,
+                                          windows_per_clip=cfg.data.windows_per_clip)
         text = self._text(comps)
         objective = VideoObjective(unet, cn, proj, comps["vae"], comps["image_encoder"], comps["feature_extractor"],
                                    text, self._alphas(comps), controlnet_face=cn_face, use_face=use_face,
@@ -790,6 +886,19 @@ class _LazyPhase:
 
 def _to_u8(x: torch.Tensor) -> np.ndarray:
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _ranges(keys: List[int]) -> str:
+    """Sorted integers as compact ranges: [0, 1, 2, 5] -> '0-2, 5'."""
+    out, keys = [], sorted(keys)
+    i = 0
+    while i < len(keys):
+        j = i
+        while j + 1 < len(keys) and keys[j + 1] == keys[j] + 1:
+            j += 1
+        out.append(str(keys[i]) if i == j else f"{keys[i]}-{keys[j]}")
+        i = j + 1
+    return ", ".join(out)
 
 
 def _tail_mean(values, n):
