@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import Cancelled, InputError
 from ..io import Video, probe_video, read_video
 from .mediapipe_estimator import PersonDetector, Roi, WholeBodyByRoi
-from .pose import BODY, MIN_CONFIDENCE, Keypoints
+from .pose import BODY, MIN_CONFIDENCE, Keypoints, box_iou
 
 WINDOW_S = 10.0  # dancers are counted in the first seconds of the clip
 SAMPLES = 8  # frames looked at for counting
@@ -80,14 +80,6 @@ def _body_box(kp: Keypoints, height: int, width: int):
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
     return x0, y0, x1, y1
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def people_in_frame(frame: np.ndarray, detector: PersonDetector, body: WholeBodyByRoi) -> list:
@@ -397,8 +389,8 @@ def follow_among(frames: np.ndarray, per_frame: Sequence[Sequence[Keypoints]], d
     chosen_kp = None
     for k, (x0, y0, x1, y1) in enumerate(dancers.boxes):
         box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
-        best = max(start_people, key=lambda p: _iou(_body_box(p, h, w) or (0, 0, 0, 0), box), default=None)
-        if best is None or _iou(_body_box(best, h, w) or (0, 0, 0, 0), box) < 0.2:
+        best = max(start_people, key=lambda p: box_iou(_body_box(p, h, w) or (0, 0, 0, 0), box), default=None)
+        if best is None or box_iou(_body_box(best, h, w) or (0, 0, 0, 0), box) < 0.2:
             looks.append(None)
             continue
         looks.append(torso_look(frames[start_index], best))

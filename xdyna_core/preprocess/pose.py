@@ -169,7 +169,8 @@ def get_estimator(name: str = "auto", **kw) -> PoseEstimator:
 
 
 # ---- multi-person: the main person across frames -------------------------------------------
-def _iou(a, b) -> float:
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -202,7 +203,7 @@ def track_main_person(per_frame: Sequence[Sequence[Keypoints]], min_conf: float 
             def match(c):
                 b = c[1]
                 d = math.hypot((b[0] + b[2]) / 2 - lc[0], (b[1] + b[3]) / 2 - lc[1]) / diag
-                return _iou(last, b), d
+                return box_iou(last, b), d
 
             best = max(cands, key=lambda c: match(c)[0] - 0.5 * match(c)[1])
             iou, d = match(best)
