@@ -38,7 +38,10 @@ def run_command(func, args) -> int:
     try:
         return int(func(args) or 0)
     except XDynaError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # One write with its newline: several processes (torchrun) share stderr, and print's two
+        # writes (text, then newline) of two ranks interleaved into one line.
+        sys.stderr.write(f"error: {err}\n")
+        sys.stderr.flush()
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
