@@ -347,30 +347,38 @@ def animate(photo, driving_clip, model, resolution, fps, max_frames, retarget, p
     return (str(video), str(side), [str(video), str(side)], status, *previews, extracted)
 
 
-def clip_uploaded(driving_clip, fps=None, max_frames=None):
-    """Check an upload at once, so a wrong file is reported before anyone presses a button; count
-    its dancers (on the part step 1 uses) and, when there are several, show them numbered."""
-    no_dancers = (gr.update(choices=view.dancer_choices(0), value=view.MOST_VISIBLE),
-                  gr.update(value=None, visible=False), None)
+def clip_uploaded(driving_clip):
+    """Check an upload at once, so a wrong file is reported before anyone presses a button."""
     if not driving_clip:
-        return ("*Facts about your clip appear here after step 1.*", *no_dancers)
+        return "*Facts about your clip appear here after step 1.*"
     try:
         path, info = check_clip(driving_clip, LIMITS)
     except XDynaError as err:
         gr.Warning(str(err), title="This clip cannot be used")
-        return (f"**This clip cannot be used:** {err}", *no_dancers)
-    facts = view.describe_clip(path, info)
+        return f"**This clip cannot be used:** {err}"
+    return view.describe_clip(path, info)
+
+
+def count_dancers(driving_clip, fps=None, max_frames=None):
+    """Count the clip's dancers (on the part step 1 uses) and, when there are several, show them
+    numbered so that one can be chosen. Its own event with its own outputs: it takes seconds, and
+    must never overwrite what step 1 shows meanwhile."""
+    nobody = ("", gr.update(choices=view.dancer_choices(0), value=view.MOST_VISIBLE),
+              gr.update(value=None, visible=False), None)
+    if not driving_clip:
+        return nobody
     try:
+        path, _ = check_clip(driving_clip, LIMITS)
         dancers = view.find_dancers_view(path, fps, max_frames, LIMITS, WORKSPACE.new_job("dancers"))
-    except XDynaError as err:  # step 1 says it again, with what to do
-        return (f"{facts}\n\n{err}", *no_dancers)
-    except Exception:  # noqa: BLE001 - counting dancers is a convenience: it must never break the upload
+    except XDynaError:  # the upload check and step 1 say what is wrong, with what to do
+        return nobody
+    except Exception:  # noqa: BLE001 - counting dancers is a convenience: it must never break the page
         log.exception("counting the dancers failed")
-        return (facts, *no_dancers)
+        return nobody
     image = (gr.update(value=str(dancers.image), visible=True) if dancers.image is not None
              else gr.update(value=None, visible=False))
-    return (f"{facts}\n\n{dancers.text}", gr.update(choices=view.dancer_choices(dancers.count),
-                                                    value=view.MOST_VISIBLE), image, dancers)
+    return (dancers.text, gr.update(choices=view.dancer_choices(dancers.count), value=view.MOST_VISIBLE),
+            image, dancers)
 
 
 def dancer_selected(dancers, evt: gr.SelectData):
@@ -462,6 +470,7 @@ def build_demo() -> gr.Blocks:
                     dancer = gr.Dropdown(view.dancer_choices(0), value=view.MOST_VISIBLE, label="Dancer to follow",
                                          allow_custom_value=True, elem_id="dancer", info="When the clip shows several people: who to copy "
                                          "(numbered from left to right once the clip is uploaded).")
+                dancers_note = gr.Markdown("", elem_id="dancers-note")
                 dancers_image = gr.Image(label="Dancers in your clip — click one to follow them", elem_id="dancers",
                                          interactive=False, visible=False, height=240)
                 gr.Markdown(HOW_TO + f" Up to {LIMITS.max_upload_mb:.0f} MB and "
@@ -581,11 +590,11 @@ def build_demo() -> gr.Blocks:
                          api_visibility="private")
         photo.change(photo_uploaded, inputs=photo, api_visibility="private")
         # The dancers are counted on the part of the clip step 1 uses: again when that changes.
-        count_dancers = dict(fn=clip_uploaded, inputs=[clip, fps, max_frames],
-                             outputs=[facts, dancer, dancers_image, dancers_state], api_visibility="private")
-        clip.change(**count_dancers)
-        fps.input(**count_dancers)
-        max_frames.release(**count_dancers)
+        counting = dict(fn=count_dancers, inputs=[clip, fps, max_frames],
+                        outputs=[dancers_note, dancer, dancers_image, dancers_state], api_visibility="private")
+        clip.change(clip_uploaded, inputs=clip, outputs=facts, api_visibility="private").then(**counting)
+        fps.input(**counting)
+        max_frames.release(**counting)
         dancers_image.select(dancer_selected, inputs=dancers_state, outputs=dancer, api_visibility="private")
         dice.click(lambda: random.randint(0, 2**31 - 1), outputs=seed, queue=False, api_visibility="private")
         preset_outputs = [resolution, guidance_scale, adapter_scale, pose_strength, face_strength, steps,

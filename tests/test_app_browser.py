@@ -303,8 +303,11 @@ def test_choosing_a_dancer_by_clicking_on_them(page, inputs, tmp_path):
     clip = write_video(tmp_path / "duet.mp4", _compose(_photos(), [A_LEFT[:12], B_LEFT[:12]]), fps=FPS, crf=14)
     upload(page, inputs[0], clip)
     page.wait_for_selector("#dancers img", timeout=120_000)
-    assert "2 dancers" in page.inner_text("#facts")
+    page.wait_for_function("() => { const i = document.querySelector('#dancers img');"
+                           " return i && i.complete && i.naturalWidth > 0; }")
+    assert "2 dancers" in page.inner_text("#dancers-note")
     img = page.locator("#dancers img")
+    img.scroll_into_view_if_needed()  # mouse clicks are in viewport coordinates
     box = img.bounding_box()
     natural = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
     # Dancer 2's box centre on the counting frame (Grace Hopper, right), in displayed pixels
