@@ -19,8 +19,8 @@ import numpy as np
 from xdyna_core import resources
 from xdyna_core.animation import WINDOW_SIZE, MotionSettings, Progress, Settings, extract, load_model, resolve_settings
 from xdyna_core.errors import InputError
-from xdyna_core.io import save_image, write_video
-from xdyna_core.limits import Limits, check_clip, check_photo, file_hash
+from xdyna_core.io import file_digest, save_image, write_video
+from xdyna_core.limits import Limits, check_clip, check_photo
 from xdyna_core.preprocess.motion import face_patch_video, retarget_overlay
 from xdyna_core.preprocess.people import Dancers, dancer_at, draw_dancers, find_dancers
 from xdyna_core.presets import list_presets, load_preset
@@ -379,7 +379,7 @@ class Extracted:
 
 
 def extraction_key(photo, clip, settings: MotionSettings) -> str:
-    return f"{file_hash(photo)}:{file_hash(clip)}:{settings}"
+    return f"{file_digest(photo)}:{file_digest(clip)}:{settings}"
 
 
 def for_display(frames, min_height: int = PREVIEW_MIN_HEIGHT):

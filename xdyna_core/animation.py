@@ -31,8 +31,7 @@ from xdyna_core.distributed import World
 from xdyna_core.errors import Cancelled, InputError, ModelUnavailable
 from xdyna_core.limits import Limits, check_clip, check_photo, prune_cache
 from xdyna_core.pipeline import XDynaPipeline
-from xdyna_core.preprocess.motion import (RETARGET_MODES, Motion, check_person, default_cache_dir, extract_motion,
-                                          file_digest)
+from xdyna_core.preprocess.motion import RETARGET_MODES, Motion, check_person, default_cache_dir, extract_motion
 from xdyna_core.presets import CALL_KEYS, load_preset
 from xdyna_core.runtime import (MODEL_TINY, MODELS, LoadedModel, ModelManager, ModelSpec, free_memory, native_size,
                                 resolve_device, resolve_dtype, resolve_model)
@@ -503,7 +502,7 @@ def clip_of(motion: Motion) -> Optional[str]:
     if not path or not digest or not os.path.isfile(path):
         return None
     try:
-        return path if file_digest(path) == digest else None
+        return path if io.file_digest(path) == digest else None
     except OSError:
         return None
 

@@ -23,6 +23,7 @@ Sizes are given as (height, width), like the generation size 896×512 (H×W).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import subprocess
@@ -684,6 +685,15 @@ def _as_uint8_rgb(frame) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 BACKGROUND_RGB = (255, 255, 255)  # transparent pixels of a photo are composited on white
+
+
+def file_digest(path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (read in 1 MiB blocks): its identity for caches and keys."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def probe_image(path) -> tuple:

@@ -12,7 +12,6 @@ hosting (the studio uses them; the CLI and Python callers may).
 from __future__ import annotations
 
 import atexit
-import hashlib
 import math
 import os
 import shutil
@@ -127,14 +126,6 @@ def check_clip(path, limits: Limits):
         raise InputError(f"The driving clip lasts {info.duration:.0f} s; this studio accepts clips up to "
                          f"{limits.max_clip_seconds:.0f} s. Trim it and upload again.")
     return path, info
-
-
-def file_hash(path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import Cancelled, InputError
-from ..io import Video, load_image, read_video, replace_atomically, side_by_side
+from ..io import Video, file_digest, load_image, read_video, replace_atomically, side_by_side
 from .draw import draw_pose, overlay
 from .dwpose import find_dwpose_weights
 from .face import face_box, face_patches
@@ -257,15 +257,6 @@ def default_cache_dir() -> Path:
     """`$XDYNA_CACHE_DIR/motion`, default `~/.cache/xdyna/motion` (one cache for every front door)."""
     root = os.environ.get("XDYNA_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "xdyna")
     return Path(root) / "motion"
-
-
-def file_digest(path) -> str:
-    """sha256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _hash_input(h, obj) -> None:
